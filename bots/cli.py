@@ -1,0 +1,55 @@
+"""`loa` command line. Each subcommand imports only what it needs, so `loa check` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+
+# subcommand -> (module, function, help). The function takes the parsed arguments and returns
+# the exit code.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "serve": ("bots.serve", "main", "chạy máy chủ (trò chuyện trên trình duyệt tại /)"),
+    "chat": ("bots.console_chat", "main", "trò chuyện với bot ngay trong cửa sổ dòng lệnh"),
+    "check": ("flows.check", "main", "kiểm tra flows.yaml, báo lỗi theo tệp:dòng:cột"),
+    "graph": ("flows.graph", "main", "in sơ đồ Mermaid của một kịch bản"),
+}
+
+
+def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "serve":
+        parser.add_argument("--host", default=None, help="mặc định 127.0.0.1 (LOA_HOST)")
+        parser.add_argument("--port", type=int, default=None, help="mặc định 8080 (LOA_PORT)")
+        parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
+    elif name == "chat":
+        parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
+        parser.add_argument("--district", default=None, help="mã đơn vị có kênh (mặc định: đầu tiên)")
+        parser.add_argument("--user", default="console", help="mã người dùng trong cuộc trò chuyện")
+    elif name == "check":
+        parser.add_argument("files", nargs="*", help="mặc định ./flows.yaml (LOA_CONFIG)")
+    elif name == "graph":
+        parser.add_argument("flow", help="mã kịch bản, ví dụ dang_ky")
+        parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loa", description="Loa — chatbot chiến dịch Đoàn")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="LỆNH")
+    for name, (_, _, help_text) in COMMANDS.items():
+        _add_arguments(name, sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, function_name, _ = COMMANDS[args.command]
+    run: Callable[[argparse.Namespace], int] = getattr(import_module(module_name), function_name)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
