@@ -103,7 +103,9 @@ def from_env(env: Mapping[str, str] | None = None, *, create_dirs: bool = True) 
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise SettingsError(f"LOA_DATA_DIR={data_dir}: không tạo được thư mục ({error})") from None
+            raise SettingsError(
+                f"LOA_DATA_DIR={data_dir}: không tạo được thư mục ({error})"
+            ) from None
     data_dir = data_dir.resolve()
     return Settings(
         config=Path(env.get("LOA_CONFIG") or "./flows.yaml").expanduser(),
