@@ -1,0 +1,362 @@
+"""The Redis conversation store: the production hot path, one Lua script per operation.
+
+Key layout (P is the prefix, `loa:` by default; C is `conversation_id(key)`):
+
+    P h:{C}   hash   s: session bytes   v: CAS version   lo/le: lock owner / lease end (ms)
+                     d: de-dup window (8-byte digests of the last N message ids, concatenated)
+                     i / o: last inbox / outbox sequence number
+    P i:{C}   list   pending inbox items "<seq> <len(id)> <id><payload>", exists only if non-empty
+    P o:{C}   list   outbox items "<seq> <payload>", exists only while not acknowledged
+
+The braces make the three keys one Redis Cluster hash slot, so every script touches a single
+slot. The hash carries the session TTL (refreshed by accept and commit); the lists carry none,
+so nothing pending is ever dropped. Lease times come from the Redis server's clock (`TIME`),
+so workers on different machines never compare their own clocks.
+
+Round trips per inbound message in the common case: `accept_and_claim` (1), then
+`commit_with_outbox` (1), then the sender's `outbox_ack` (1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from hashlib import blake2b
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bots.state import (
+    DEDUPE_WINDOW,
+    DEFAULT_LEASE,
+    DEFAULT_SESSION_TTL,
+    DUPLICATE,
+    Duplicate,
+    conversation_id,
+    parse_conversation_id,
+)
+from bots.state.protocol import Claim, OutboxItem, Pending, StaleClaim
+from flows.vocab import ConversationKey
+
+DIGEST_SIZE = 8  # bytes per remembered message id; 64 ids → 512 bytes per conversation
+
+# Shared Lua: the server's clock in ms, and the next sequence number of a list. A counter that
+# vanished with an expired hash restarts after the list's last item, never below it.
+_LUA_COMMON = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function next_seq(h, field, list, count)
+  local n = redis.call('HINCRBY', h, field, count)
+  if n == count then
+    local last = redis.call('LINDEX', list, -1)
+    if last then
+      n = tonumber(string.match(last, '^%d+')) + count
+      redis.call('HSET', h, field, n)
+    end
+  end
+  return n - count + 1
+end
+local function head_seq(list)
+  local first = redis.call('LINDEX', list, 0)
+  if first then return tonumber(string.match(first, '^%d+')) end
+  return nil
+end
+"""
+
+# De-dup and append. KEYS: hash, inbox. ARGV: digest, message id, payload, ttl ms, window bytes.
+# Sets `seq` (nil for a duplicate).
+_LUA_ACCEPT = """
+local h, inbox = KEYS[1], KEYS[2]
+local digest = ARGV[1]
+local seen = redis.call('HGET', h, 'd')
+local seq = nil
+local duplicate = false
+if seen then
+  local pos = 1
+  while true do
+    local found = string.find(seen, digest, pos, true)
+    if not found then break end
+    if found % 8 == 1 then duplicate = true break end
+    pos = found + 1
+  end
+  seen = seen .. digest
+  local window = tonumber(ARGV[5])
+  if #seen > window then seen = string.sub(seen, -window) end
+else
+  seen = digest
+end
+if not duplicate then
+  seq = next_seq(h, 'i', inbox, 1)
+  redis.call('HSET', h, 'd', seen)
+  redis.call('RPUSH', inbox, seq .. ' ' .. #ARGV[2] .. ' ' .. ARGV[2] .. ARGV[3])
+  redis.call('PEXPIRE', h, ARGV[4])
+end
+"""
+
+ACCEPT = _LUA_COMMON + _LUA_ACCEPT + "if seq then return 1 end return 0\n"
+
+# Take the lock if free (or expired, or ours) and read. KEYS: hash, inbox. ARGV: owner, lease.
+# Returns {0} locked by another, {1} nothing pending, {2, session, version, {items}}.
+_LUA_TAKE = """
+local function take(h, inbox, owner, lease)
+  local now = now_ms()
+  local st = redis.call('HMGET', h, 'lo', 'le', 's', 'v')
+  if st[1] and st[1] ~= owner and tonumber(st[2]) > now then return {0} end
+  local items = redis.call('LRANGE', inbox, 0, -1)
+  if #items == 0 then return {1} end
+  redis.call('HSET', h, 'lo', owner, 'le', now + lease)
+  return {2, st[3], tonumber(st[4] or 0), items}
+end
+"""
+
+CLAIM = _LUA_COMMON + _LUA_TAKE + "return take(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))\n"
+
+# KEYS: hash, inbox. ARGV: digest, id, payload, ttl, window, owner, lease.
+# Returns {3} for a duplicate, else what `take` returns.
+ACCEPT_AND_CLAIM = (
+    _LUA_COMMON
+    + _LUA_TAKE
+    + _LUA_ACCEPT
+    + "if not seq then return {3} end\n"
+    + "return take(h, inbox, ARGV[6], tonumber(ARGV[7]))\n"
+)
+
+# KEYS: hash, inbox, outbox. ARGV: owner, version, has session (0/1), session, upto seq,
+# lease ms, ttl ms, outbox payloads...
+# Returns {0} stale; {1, version, first outbox seq} released; {2, version, first outbox seq,
+# {items}} when more is pending (lock kept, lease renewed).
+COMMIT = (
+    _LUA_COMMON
+    + """
+local h, inbox, outbox = KEYS[1], KEYS[2], KEYS[3]
+local st = redis.call('HMGET', h, 'lo', 'v')
+if st[1] ~= ARGV[1] or tonumber(st[2] or 0) ~= tonumber(ARGV[2]) then return {0} end
+if ARGV[3] == '1' then
+  redis.call('HSET', h, 's', ARGV[4])
+else
+  redis.call('HDEL', h, 's')
+end
+local version = redis.call('HINCRBY', h, 'v', 1)
+local head = head_seq(inbox)
+if head then
+  local drop = tonumber(ARGV[5]) - head + 1
+  if drop >= redis.call('LLEN', inbox) then
+    redis.call('DEL', inbox)
+  elseif drop > 0 then
+    redis.call('LTRIM', inbox, drop, -1)
+  end
+end
+local count = #ARGV - 7
+local first = 0
+if count > 0 then
+  first = next_seq(h, 'o', outbox, count)
+  local items = {}
+  for k = 1, count do items[k] = (first + k - 1) .. ' ' .. ARGV[7 + k] end
+  redis.call('RPUSH', outbox, unpack(items))
+end
+redis.call('PEXPIRE', h, ARGV[7])
+local items = redis.call('LRANGE', inbox, 0, -1)
+if #items > 0 then
+  redis.call('HSET', h, 'le', now_ms() + tonumber(ARGV[6]))
+  return {2, version, first, items}
+end
+redis.call('HDEL', h, 'lo', 'le')
+return {1, version, first}
+"""
+)
+
+# KEYS: hash. ARGV: owner.
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'lo') == ARGV[1] then redis.call('HDEL', KEYS[1], 'lo', 'le') end
+return 0
+"""
+
+# KEYS: outbox. ARGV: upto seq.
+OUTBOX_ACK = (
+    _LUA_COMMON
+    + """
+local head = head_seq(KEYS[1])
+if not head then return 0 end
+local drop = tonumber(ARGV[1]) - head + 1
+if drop >= redis.call('LLEN', KEYS[1]) then
+  redis.call('DEL', KEYS[1])
+elseif drop > 0 then
+  redis.call('LTRIM', KEYS[1], drop, -1)
+end
+return 0
+"""
+)
+
+
+def _digest(message_id: bytes) -> bytes:
+    return blake2b(message_id, digest_size=DIGEST_SIZE).digest()
+
+
+def _pending(raw: bytes) -> Pending:
+    seq, size, rest = raw.split(b" ", 2)
+    n = int(size)
+    return Pending(int(seq), rest[:n].decode(), rest[n:])
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class RedisStore:
+    """`bots.state.Store` on Redis. `lease` and `session_ttl` are in seconds."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "loa:",
+        lease: float = DEFAULT_LEASE,
+        session_ttl: float = DEFAULT_SESSION_TTL,
+        dedupe_window: int = DEDUPE_WINDOW,
+        owns_client: bool = False,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.lease_ms = max(1, round(lease * 1000))
+        self.ttl_ms = max(1, round(session_ttl * 1000))
+        self.window_bytes = dedupe_window * DIGEST_SIZE
+        self._owns_client = owns_client
+        self._accept = client.register_script(ACCEPT)
+        self._claim = client.register_script(CLAIM)
+        self._accept_and_claim = client.register_script(ACCEPT_AND_CLAIM)
+        self._commit = client.register_script(COMMIT)
+        self._release = client.register_script(RELEASE)
+        self._outbox_ack = client.register_script(OUTBOX_ACK)
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        prefix: str = "loa:",
+        lease: float = DEFAULT_LEASE,
+        session_ttl: float = DEFAULT_SESSION_TTL,
+        dedupe_window: int = DEDUPE_WINDOW,
+    ) -> RedisStore:
+        """A store with its own connection pool (closed by `close`); fails early if Redis is
+        unreachable."""
+        client: Redis = Redis.from_url(url, decode_responses=False)
+        try:
+            await client.ping()
+        except Exception:
+            await client.aclose()
+            raise
+        return cls(
+            client,
+            prefix=prefix,
+            lease=lease,
+            session_ttl=session_ttl,
+            dedupe_window=dedupe_window,
+            owns_client=True,
+        )
+
+    def keys(self, key: ConversationKey) -> tuple[str, str, str]:
+        """The hash, inbox and outbox key names of a conversation."""
+        conv = conversation_id(key)
+        p = self.prefix
+        return f"{p}h:{{{conv}}}", f"{p}i:{{{conv}}}", f"{p}o:{{{conv}}}"
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    async def accept(self, key: ConversationKey, message_id: str, payload: bytes) -> bool:
+        h, inbox, _ = self.keys(key)
+        mid = message_id.encode()
+        args = (_digest(mid), mid, payload, self.ttl_ms, self.window_bytes)
+        return bool(await self._accept(keys=(h, inbox), args=args))
+
+    async def accept_and_claim(
+        self, key: ConversationKey, message_id: str, payload: bytes, owner: str
+    ) -> Claim | Duplicate | None:
+        h, inbox, _ = self.keys(key)
+        mid = message_id.encode()
+        args = (_digest(mid), mid, payload, self.ttl_ms, self.window_bytes, owner, self.lease_ms)
+        reply = await self._accept_and_claim(keys=(h, inbox), args=args)
+        if reply[0] == 3:
+            return DUPLICATE
+        return self._claim_from(key, owner, reply)
+
+    async def claim(self, key: ConversationKey, owner: str) -> Claim | None:
+        h, inbox, _ = self.keys(key)
+        reply = await self._claim(keys=(h, inbox), args=(owner, self.lease_ms))
+        return self._claim_from(key, owner, reply)
+
+    @staticmethod
+    def _claim_from(key: ConversationKey, owner: str, reply: list[Any]) -> Claim | None:
+        if reply[0] != 2:
+            return None
+        items = tuple(_pending(raw) for raw in reply[3])
+        return Claim(key, owner, reply[1], int(reply[2]), items)
+
+    async def commit(
+        self, claim: Claim, session: bytes | None, upto_seq: int, outbox: Sequence[bytes]
+    ) -> Claim | None:
+        return (await self.commit_with_outbox(claim, session, upto_seq, outbox))[0]
+
+    async def commit_with_outbox(
+        self, claim: Claim, session: bytes | None, upto_seq: int, outbox: Sequence[bytes]
+    ) -> tuple[Claim | None, list[OutboxItem]]:
+        keys = self.keys(claim.key)
+        args: list[Any] = [
+            claim.owner,
+            claim.version,
+            0 if session is None else 1,
+            b"" if session is None else session,
+            upto_seq,
+            self.lease_ms,
+            self.ttl_ms,
+        ]
+        args.extend(outbox)
+        reply = await self._commit(keys=keys, args=args)
+        status = reply[0]
+        if status == 0:
+            raise StaleClaim(str(claim.key))
+        first = int(reply[2])
+        added = [OutboxItem(first + n, payload) for n, payload in enumerate(outbox)]
+        if status == 2:
+            items = tuple(_pending(raw) for raw in reply[3])
+            return Claim(claim.key, claim.owner, session, int(reply[1]), items), added
+        return None, added
+
+    async def release(self, claim: Claim) -> None:
+        h, _, _ = self.keys(claim.key)
+        await self._release(keys=(h,), args=(claim.owner,))
+
+    async def outbox_read(self, key: ConversationKey, after_seq: int = 0) -> list[OutboxItem]:
+        _, _, outbox = self.keys(key)
+        items = []
+        raw_items: list[bytes] = await self.client.lrange(outbox, 0, -1)  # type: ignore[assignment]
+        for raw in raw_items:
+            seq, payload = raw.split(b" ", 1)
+            n = int(seq)
+            if n > after_seq:
+                items.append(OutboxItem(n, payload))
+        return items
+
+    async def outbox_ack(self, key: ConversationKey, upto_seq: int) -> None:
+        _, _, outbox = self.keys(key)
+        await self._outbox_ack(keys=(outbox,), args=(upto_seq,))
+
+    async def _scan(self, kind: str) -> list[ConversationKey]:
+        start = len(self.prefix) + len(kind) + 2  # "<prefix><kind>:{"
+        pattern = _glob_escape(self.prefix) + kind + ":{*}"
+        found: list[ConversationKey] = []
+        async for raw in self.client.scan_iter(match=pattern, count=1000, _type="list"):
+            found.append(parse_conversation_id(raw.decode()[start:-1]))
+        return found
+
+    async def pending_keys(self) -> list[ConversationKey]:
+        """SCANs the inbox lists (they exist only while non-empty): O(keys), recovery only."""
+        return await self._scan("i")
+
+    async def outbox_keys(self) -> list[ConversationKey]:
+        return await self._scan("o")
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
