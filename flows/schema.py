@@ -199,11 +199,13 @@ class EndStep(_Step):
     end: str | None = None  # optional closing text
 
 
-STEP_KINDS = ("evidence", "say", "ask", "choose", "branch", "action", "end")
+# Order matters: `evidence` carries an `ask` and `action` may carry a `say`, so both are
+# recognised before the keys they contain.
+STEP_KINDS = ("evidence", "action", "say", "ask", "choose", "branch", "end")
 
 
 def step_kind(value: Any) -> str | None:
-    """The kind key of a raw step mapping (evidence wins over ask: it is an ask too)."""
+    """The kind key of a raw step mapping (evidence wins over ask, action over its say)."""
     if isinstance(value, dict):
         for kind in STEP_KINDS:
             if kind in value:
@@ -296,7 +298,9 @@ class OrgNode(_Model):
     def _refs(cls, value: dict[str, str | LinkTarget]) -> dict[str, str | LinkTarget]:
         for ref in value:
             if not re.match(REF, ref):
-                raise ValueError(f"mã liên kết '{ref}' chỉ gồm A-Z, a-z, 0-9, _ và -, tối đa 64 ký tự")
+                raise ValueError(
+                    f"mã liên kết '{ref}' chỉ gồm A-Z, a-z, 0-9, _ và -, tối đa 64 ký tự"
+                )
         return value
 
 
