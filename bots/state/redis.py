@@ -2,16 +2,20 @@
 
 Key layout (P is the prefix, `loa:` by default; C is `conversation_id(key)`):
 
-    P h:{C}   hash   s: session bytes   v: CAS version   lo/le: lock owner / lease end (ms)
-                     d: de-dup window (8-byte digests of the last N message ids, concatenated)
-                     i / o: last inbox / outbox sequence number
-    P i:{C}   list   pending inbox items "<seq> <len(id)> <id><payload>", exists only if non-empty
-    P o:{C}   list   outbox items "<seq> <payload>", exists only while not acknowledged
+    P c:{C}   string  the conversation: a MessagePack array packed by the scripts
+                      [1] session bytes or false   [2] CAS version
+                      [3] lock owner ("" = free)   [4] lease end (ms, Redis server clock)
+                      [5] de-dup window: 8-byte digests of the last N message ids, concatenated
+                      [6] last inbox seq           [7] last outbox seq
+    P i:{C}   list    pending inbox items "<seq> <len(id)> <id><payload>"; only while non-empty
+    P o:{C}   list    outbox items "<seq> <payload>"; only while some are not acknowledged
 
-The braces make the three keys one Redis Cluster hash slot, so every script touches a single
-slot. The hash carries the session TTL (refreshed by accept and commit); the lists carry none,
-so nothing pending is ever dropped. Lease times come from the Redis server's clock (`TIME`),
-so workers on different machines never compare their own clocks.
+One string rather than a hash: a hash whose session exceeds `hash-max-listpack-value` (64 bytes
+by default) is stored as a hashtable with ~40 bytes of overhead per field; the packed string
+costs ~400 bytes per conversation half-way through a form (docs/state.md has the numbers).
+The braces put the three keys in one Redis Cluster hash slot. The conversation value carries the
+session TTL (every write refreshes it); the lists carry none, so nothing pending is ever dropped.
+Lease times come from the Redis server's clock (`TIME`), so workers never compare their clocks.
 
 Round trips per inbound message in the common case: `accept_and_claim` (1), then
 `commit_with_outbox` (1), then the sender's `outbox_ack` (1).
@@ -39,154 +43,162 @@ from flows.vocab import ConversationKey
 
 DIGEST_SIZE = 8  # bytes per remembered message id; 64 ids → 512 bytes per conversation
 
-# Shared Lua: the server's clock in ms, and the next sequence number of a list. A counter that
-# vanished with an expired hash restarts after the list's last item, never below it.
+# Shared Lua. `load`/`save` (un)pack the conversation value; `next_seq` hands out sequence
+# numbers, and a counter lost with an expired value restarts after the list's last item, never
+# below it; `head_seq` reads the first item's number.
 _LUA_COMMON = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function next_seq(h, field, list, count)
-  local n = redis.call('HINCRBY', h, field, count)
-  if n == count then
+local function load(k)
+  local raw = redis.call('GET', k)
+  if raw then return cmsgpack.unpack(raw) end
+  return {false, 0, '', 0, '', 0, 0}
+end
+local function save(k, c, ttl)
+  redis.call('SET', k, cmsgpack.pack(c), 'PX', ttl)
+end
+local function next_seq(c, at, list, count)
+  local n = c[at]
+  if n == 0 then
     local last = redis.call('LINDEX', list, -1)
-    if last then
-      n = tonumber(string.match(last, '^%d+')) + count
-      redis.call('HSET', h, field, n)
-    end
+    if last then n = tonumber(string.match(last, '^%d+')) end
   end
-  return n - count + 1
+  c[at] = n + count
+  return n + 1
 end
 local function head_seq(list)
   local first = redis.call('LINDEX', list, 0)
   if first then return tonumber(string.match(first, '^%d+')) end
   return nil
 end
-"""
-
-# De-dup and append. KEYS: hash, inbox. ARGV: digest, message id, payload, ttl ms, window bytes.
-# Sets `seq` (nil for a duplicate).
-_LUA_ACCEPT = """
-local h, inbox = KEYS[1], KEYS[2]
-local digest = ARGV[1]
-local seen = redis.call('HGET', h, 'd')
-local seq = nil
-local duplicate = false
-if seen then
-  local pos = 1
-  while true do
-    local found = string.find(seen, digest, pos, true)
-    if not found then break end
-    if found % 8 == 1 then duplicate = true break end
-    pos = found + 1
+local function trim(list, upto)
+  local head = head_seq(list)
+  if not head then return end
+  local drop = upto - head + 1
+  if drop >= redis.call('LLEN', list) then
+    redis.call('DEL', list)
+  elseif drop > 0 then
+    redis.call('LTRIM', list, drop, -1)
   end
-  seen = seen .. digest
-  local window = tonumber(ARGV[5])
-  if #seen > window then seen = string.sub(seen, -window) end
-else
-  seen = digest
-end
-if not duplicate then
-  seq = next_seq(h, 'i', inbox, 1)
-  redis.call('HSET', h, 'd', seen)
-  redis.call('RPUSH', inbox, seq .. ' ' .. #ARGV[2] .. ' ' .. ARGV[2] .. ARGV[3])
-  redis.call('PEXPIRE', h, ARGV[4])
 end
 """
 
-ACCEPT = _LUA_COMMON + _LUA_ACCEPT + "if seq then return 1 end return 0\n"
+# De-dup and append. KEYS: conversation, inbox. ARGV: digest, message id, payload, ttl ms,
+# window bytes. Leaves `c` loaded and `seq` set (nil for a duplicate; then nothing is written).
+_LUA_ACCEPT = """
+local k, inbox = KEYS[1], KEYS[2]
+local digest = ARGV[1]
+local c = load(k)
+local seen = c[5]
+local seq = nil
+local pos = 1
+while true do
+  local found = string.find(seen, digest, pos, true)
+  if not found then break end
+  if found % 8 == 1 then return DUPLICATE end
+  pos = found + 1
+end
+seen = seen .. digest
+local window = tonumber(ARGV[5])
+if #seen > window then seen = string.sub(seen, -window) end
+c[5] = seen
+seq = next_seq(c, 6, inbox, 1)
+redis.call('RPUSH', inbox, seq .. ' ' .. #ARGV[2] .. ' ' .. ARGV[2] .. ARGV[3])
+"""
 
-# Take the lock if free (or expired, or ours) and read. KEYS: hash, inbox. ARGV: owner, lease.
-# Returns {0} locked by another, {1} nothing pending, {2, session, version, {items}}.
+ACCEPT = (
+    _LUA_COMMON
+    + _LUA_ACCEPT.replace("return DUPLICATE", "return 0")
+    + "save(k, c, ARGV[4])\nreturn 1\n"
+)
+
+# Take the lock if free (or expired, or ours) and read. Returns {0} locked by another,
+# {1} nothing pending, {2, session, version, {items}}. Writes only when it takes the lock.
 _LUA_TAKE = """
-local function take(h, inbox, owner, lease)
+local function take(k, c, inbox, owner, lease, ttl)
   local now = now_ms()
-  local st = redis.call('HMGET', h, 'lo', 'le', 's', 'v')
-  if st[1] and st[1] ~= owner and tonumber(st[2]) > now then return {0} end
+  if c[3] ~= '' and c[3] ~= owner and c[4] > now then return {0} end
   local items = redis.call('LRANGE', inbox, 0, -1)
   if #items == 0 then return {1} end
-  redis.call('HSET', h, 'lo', owner, 'le', now + lease)
-  return {2, st[3], tonumber(st[4] or 0), items}
+  c[3] = owner
+  c[4] = now + lease
+  save(k, c, ttl)
+  return {2, c[1], c[2], items}
 end
 """
 
-CLAIM = _LUA_COMMON + _LUA_TAKE + "return take(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))\n"
+# KEYS: conversation, inbox. ARGV: owner, lease ms, ttl ms.
+CLAIM = (
+    _LUA_COMMON
+    + _LUA_TAKE
+    + "return take(KEYS[1], load(KEYS[1]), KEYS[2], ARGV[1], tonumber(ARGV[2]), ARGV[3])\n"
+)
 
-# KEYS: hash, inbox. ARGV: digest, id, payload, ttl, window, owner, lease.
-# Returns {3} for a duplicate, else what `take` returns.
+# KEYS: conversation, inbox. ARGV: digest, id, payload, ttl, window, owner, lease.
+# Returns {3} for a duplicate, else what `take` returns (the accept is saved either way).
 ACCEPT_AND_CLAIM = (
     _LUA_COMMON
     + _LUA_TAKE
-    + _LUA_ACCEPT
-    + "if not seq then return {3} end\n"
-    + "return take(h, inbox, ARGV[6], tonumber(ARGV[7]))\n"
+    + _LUA_ACCEPT.replace("return DUPLICATE", "return {3}")
+    + "local taken = take(k, c, inbox, ARGV[6], tonumber(ARGV[7]), ARGV[4])\n"
+    + "if taken[1] ~= 2 then save(k, c, ARGV[4]) end\n"
+    + "return taken\n"
 )
 
-# KEYS: hash, inbox, outbox. ARGV: owner, version, has session (0/1), session, upto seq,
-# lease ms, ttl ms, outbox payloads...
+# KEYS: conversation, inbox, outbox. ARGV: owner, version, has session (0/1), session,
+# upto seq, lease ms, ttl ms, outbox payloads...
 # Returns {0} stale; {1, version, first outbox seq} released; {2, version, first outbox seq,
 # {items}} when more is pending (lock kept, lease renewed).
 COMMIT = (
     _LUA_COMMON
     + """
-local h, inbox, outbox = KEYS[1], KEYS[2], KEYS[3]
-local st = redis.call('HMGET', h, 'lo', 'v')
-if st[1] ~= ARGV[1] or tonumber(st[2] or 0) ~= tonumber(ARGV[2]) then return {0} end
-if ARGV[3] == '1' then
-  redis.call('HSET', h, 's', ARGV[4])
-else
-  redis.call('HDEL', h, 's')
-end
-local version = redis.call('HINCRBY', h, 'v', 1)
-local head = head_seq(inbox)
-if head then
-  local drop = tonumber(ARGV[5]) - head + 1
-  if drop >= redis.call('LLEN', inbox) then
-    redis.call('DEL', inbox)
-  elseif drop > 0 then
-    redis.call('LTRIM', inbox, drop, -1)
-  end
-end
+local k, inbox, outbox = KEYS[1], KEYS[2], KEYS[3]
+local raw = redis.call('GET', k)
+if not raw then return {0} end
+local c = cmsgpack.unpack(raw)
+if c[3] ~= ARGV[1] or c[2] ~= tonumber(ARGV[2]) then return {0} end
+if ARGV[3] == '1' then c[1] = ARGV[4] else c[1] = false end
+c[2] = c[2] + 1
+trim(inbox, tonumber(ARGV[5]))
 local count = #ARGV - 7
 local first = 0
 if count > 0 then
-  first = next_seq(h, 'o', outbox, count)
+  first = next_seq(c, 7, outbox, count)
   local items = {}
-  for k = 1, count do items[k] = (first + k - 1) .. ' ' .. ARGV[7 + k] end
+  for n = 1, count do items[n] = (first + n - 1) .. ' ' .. ARGV[7 + n] end
   redis.call('RPUSH', outbox, unpack(items))
 end
-redis.call('PEXPIRE', h, ARGV[7])
 local items = redis.call('LRANGE', inbox, 0, -1)
+local reply
 if #items > 0 then
-  redis.call('HSET', h, 'le', now_ms() + tonumber(ARGV[6]))
-  return {2, version, first, items}
+  c[4] = now_ms() + tonumber(ARGV[6])
+  reply = {2, c[2], first, items}
+else
+  c[3] = ''
+  c[4] = 0
+  reply = {1, c[2], first}
 end
-redis.call('HDEL', h, 'lo', 'le')
-return {1, version, first}
+save(k, c, ARGV[7])
+return reply
 """
 )
 
-# KEYS: hash. ARGV: owner.
+# KEYS: conversation. ARGV: owner.
 RELEASE = """
-if redis.call('HGET', KEYS[1], 'lo') == ARGV[1] then redis.call('HDEL', KEYS[1], 'lo', 'le') end
-return 0
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local c = cmsgpack.unpack(raw)
+if c[3] ~= ARGV[1] then return 0 end
+c[3] = ''
+c[4] = 0
+redis.call('SET', KEYS[1], cmsgpack.pack(c), 'KEEPTTL')
+return 1
 """
 
 # KEYS: outbox. ARGV: upto seq.
-OUTBOX_ACK = (
-    _LUA_COMMON
-    + """
-local head = head_seq(KEYS[1])
-if not head then return 0 end
-local drop = tonumber(ARGV[1]) - head + 1
-if drop >= redis.call('LLEN', KEYS[1]) then
-  redis.call('DEL', KEYS[1])
-elseif drop > 0 then
-  redis.call('LTRIM', KEYS[1], drop, -1)
-end
-return 0
-"""
-)
+OUTBOX_ACK = _LUA_COMMON + "trim(KEYS[1], tonumber(ARGV[1]))\nreturn 0\n"
 
 
 def _digest(message_id: bytes) -> bytes:
@@ -257,33 +269,33 @@ class RedisStore:
         )
 
     def keys(self, key: ConversationKey) -> tuple[str, str, str]:
-        """The hash, inbox and outbox key names of a conversation."""
+        """The conversation, inbox and outbox key names of a conversation."""
         conv = conversation_id(key)
         p = self.prefix
-        return f"{p}h:{{{conv}}}", f"{p}i:{{{conv}}}", f"{p}o:{{{conv}}}"
+        return f"{p}c:{{{conv}}}", f"{p}i:{{{conv}}}", f"{p}o:{{{conv}}}"
 
     # -- the protocol ----------------------------------------------------------------------
 
     async def accept(self, key: ConversationKey, message_id: str, payload: bytes) -> bool:
-        h, inbox, _ = self.keys(key)
+        conv, inbox, _ = self.keys(key)
         mid = message_id.encode()
         args = (_digest(mid), mid, payload, self.ttl_ms, self.window_bytes)
-        return bool(await self._accept(keys=(h, inbox), args=args))
+        return bool(await self._accept(keys=(conv, inbox), args=args))
 
     async def accept_and_claim(
         self, key: ConversationKey, message_id: str, payload: bytes, owner: str
     ) -> Claim | Duplicate | None:
-        h, inbox, _ = self.keys(key)
+        conv, inbox, _ = self.keys(key)
         mid = message_id.encode()
         args = (_digest(mid), mid, payload, self.ttl_ms, self.window_bytes, owner, self.lease_ms)
-        reply = await self._accept_and_claim(keys=(h, inbox), args=args)
+        reply = await self._accept_and_claim(keys=(conv, inbox), args=args)
         if reply[0] == 3:
             return DUPLICATE
         return self._claim_from(key, owner, reply)
 
     async def claim(self, key: ConversationKey, owner: str) -> Claim | None:
-        h, inbox, _ = self.keys(key)
-        reply = await self._claim(keys=(h, inbox), args=(owner, self.lease_ms))
+        conv, inbox, _ = self.keys(key)
+        reply = await self._claim(keys=(conv, inbox), args=(owner, self.lease_ms, self.ttl_ms))
         return self._claim_from(key, owner, reply)
 
     @staticmethod
@@ -324,8 +336,8 @@ class RedisStore:
         return None, added
 
     async def release(self, claim: Claim) -> None:
-        h, _, _ = self.keys(claim.key)
-        await self._release(keys=(h,), args=(claim.owner,))
+        conv, _, _ = self.keys(claim.key)
+        await self._release(keys=(conv,), args=(claim.owner,))
 
     async def outbox_read(self, key: ConversationKey, after_seq: int = 0) -> list[OutboxItem]:
         _, _, outbox = self.keys(key)
