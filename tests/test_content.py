@@ -24,6 +24,9 @@ import pytest
 import yaml
 from PIL import Image, ImageChops
 
+from flows.compiler import compile_bundle
+from flows.loader import load
+from flows.placeholders import BUILTIN_FIELDS
 from flows.schema import (
     ActionKind,
     ActionStep,
@@ -33,7 +36,6 @@ from flows.schema import (
     EvidenceStep,
     ExpectKind,
     Flow,
-    OrgNode,
     SayStep,
 )
 from flows.text import Command, fold, match_command
@@ -66,6 +68,14 @@ def bundle(raw: dict[str, Any]) -> Bundle:
     return Bundle.model_validate(raw)
 
 
+@pytest.fixture(scope="module")
+def districts() -> list[Any]:
+    """The districts the engine serves, in file order (the browser chat opens the first)."""
+    loaded = load(FLOWS)
+    assert loaded.bundle is not None, [str(p) for p in loaded.problems]
+    return list(compile_bundle(loaded.bundle, loaded.base_dir).districts.values())
+
+
 def _strings(node: Any) -> Iterator[str]:
     if isinstance(node, str):
         yield node
@@ -88,16 +98,6 @@ def _texts(step: Any) -> list[str]:
     return out
 
 
-def _walk_orgs(nodes: dict[str, OrgNode]) -> Iterator[tuple[str, OrgNode]]:
-    for slug, node in nodes.items():
-        yield slug, node
-        yield from _walk_orgs(node.children)
-
-
-def _districts(bundle: Bundle) -> list[tuple[str, OrgNode]]:
-    return [(slug, node) for slug, node in _walk_orgs(bundle.organisations) if node.menu]
-
-
 def _open_today(bundle: Bundle, campaign: str) -> bool:
     today = date.today()
     return any(w.from_ <= today <= w.to for w in bundle.campaigns[campaign].waves)
@@ -112,8 +112,7 @@ def test_flows_yaml_validates_against_the_schema(bundle: Bundle) -> None:
 
 
 def test_flows_yaml_loads_without_problems() -> None:
-    loader = pytest.importorskip("flows.loader")
-    loaded = loader.load(FLOWS)
+    loaded = load(FLOWS)
     assert [str(p) for p in loaded.problems] == []
     assert loaded.bundle is not None
     # the CSV units were folded into the tree
@@ -129,6 +128,8 @@ def test_loa_check_passes() -> None:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = check.main(argparse.Namespace(files=[str(FLOWS)]))
     assert code == 0, out.getvalue() + err.getvalue()
+    # not even a warning: the shipped file is the example organisers copy
+    assert [str(p) for p in check.check(FLOWS)] == []
 
 
 def test_every_text_is_nfc(raw: dict[str, Any]) -> None:
@@ -139,12 +140,12 @@ def test_every_text_is_nfc(raw: dict[str, Any]) -> None:
         assert unicodedata.normalize("NFC", text) == text, path
 
 
-def test_no_flow_is_named_menu(bundle: Bundle) -> None:
+def test_no_flow_is_named_menu(bundle: Bundle, districts: list[Any]) -> None:
     # Shared flows say `goto: menu` to mean "this district's menu"; a flow called `menu`
     # would capture that and send every district to one menu.
     assert "menu" not in bundle.flows
-    for slug, node in _districts(bundle):
-        assert node.menu in bundle.flows, slug
+    for district in districts:
+        assert district.menu in bundle.flows, district.slug
 
 
 # --------------------------------------------------------------------------- organisations
@@ -171,28 +172,38 @@ def test_units_csv_has_the_columns_and_the_eleven_wards() -> None:
             assert 0 < int(quota) <= members, row
 
 
-def test_two_districts_with_their_links(bundle: Bundle) -> None:
-    districts = dict(_districts(bundle))
-    assert list(districts) == ["demo", "tan-phu"]  # the browser chat opens the first one
-    tan_phu = bundle.organisations["tp-hcm"].children["tan-phu"]
+def test_districts_with_their_menus_units_and_links(
+    bundle: Bundle, districts: list[Any]
+) -> None:
+    by_slug = {d.slug: d for d in districts}
+    assert list(by_slug) == ["demo", "tp-hcm", "tan-phu"]  # the browser opens the first
     assert bundle.organisations["tp-hcm"].name == "Thành Đoàn TP. Hồ Chí Minh"
+    tan_phu = bundle.organisations["tp-hcm"].children["tan-phu"]
     assert tan_phu.name == "Quận Đoàn Tân Phú"
     assert tan_phu.units == "data/tan-phu-units.csv"
-    assert len(bundle.organisations["demo"].children) >= 3
-    for slug, node in districts.items():
-        targets = {ref: (t if isinstance(t, str) else t.flow) for ref, t in node.links.items()}
-        assert targets["dangky"] == "dang_ky", slug
-        assert targets["vneid"] == "huong_dan_vneid", slug
-        assert bundle.flows[targets["huyhieuso"]].campaign is not None, slug
-        for target in targets.values():
-            assert target in bundle.flows, (slug, target)
-        assert not node.channels, slug  # the browser chat needs none
-    assert tan_phu.links["huyhieuso"] == "cong_dan_so"
+    for node in (bundle.organisations["demo"], tan_phu):
+        assert set(node.channels) == {"webchat"}  # what makes it a district; no secrets
+    assert {name for _, name in by_slug["tan-phu"].units} >= {f"Đoàn phường {w}" for w in WARDS}
+    assert 3 <= len(by_slug["demo"].units) <= 4
+    assert by_slug["demo"].menu == "menu_demo"
+    assert by_slug["tan-phu"].menu == "menu_tan_phu"
+    assert by_slug["tp-hcm"].menu == bundle.menu == "menu_chung"
+    for slug in ("demo", "tan-phu"):
+        links = by_slug[slug].links
+        assert links["dangky"].flow == "dang_ky", slug
+        assert links["vneid"].flow == "huong_dan_vneid", slug
+        assert bundle.flows[links["huyhieuso"].flow].campaign is not None, slug
+        for link in links.values():
+            assert link.flow in bundle.flows, (slug, link)
+    assert by_slug["tan-phu"].links["huyhieuso"].flow == "cong_dan_so"
 
 
-def test_the_first_district_reaches_an_open_challenge(bundle: Bundle) -> None:
-    slug, demo = _districts(bundle)[0]
-    menu = bundle.flows[demo.menu or ""]
+def test_the_first_district_reaches_an_open_challenge(
+    bundle: Bundle, districts: list[Any]
+) -> None:
+    demo = districts[0]
+    slug = demo.slug
+    menu = bundle.flows[demo.menu]
     first = menu.steps[0]
     assert isinstance(first, ChooseStep)
     challenges = [c.goto for c in first.choices
@@ -202,8 +213,7 @@ def test_the_first_district_reaches_an_open_challenge(bundle: Bundle) -> None:
         campaign = bundle.flows[flow_id].campaign or ""
         assert _open_today(bundle, campaign), (slug, flow_id, campaign)
     link = demo.links["huyhieuso"]
-    assert isinstance(link, str)
-    assert _open_today(bundle, bundle.flows[link].campaign or "")
+    assert _open_today(bundle, bundle.flows[link.flow].campaign or "")
 
 
 def test_the_2023_campaign_keeps_its_real_waves(bundle: Bundle) -> None:
@@ -361,7 +371,9 @@ def test_vneid_guide_covers_every_stage_and_branch(bundle: Bundle) -> None:
         assert any(fold(c.title) in {"gap loi", "khong nhan duoc ma"} for c in step.choices), sid
 
 
-def test_faq_is_reachable_and_covers_the_utilities(bundle: Bundle) -> None:
+def test_faq_is_reachable_and_covers_the_utilities(
+    bundle: Bundle, districts: list[Any]
+) -> None:
     faq = bundle.flows["hoi_dap"]
     words = " ".join(t for s in faq.steps for t in _texts(s))
     for topic in ("dịch vụ công", "Ví giấy tờ", "Thông báo lưu trú"):
@@ -369,10 +381,10 @@ def test_faq_is_reachable_and_covers_the_utilities(bundle: Bundle) -> None:
     guide_targets = {c.goto for s in bundle.flows["huong_dan_vneid"].steps
                      for c in getattr(s, "choices", ())}
     assert "hoi_dap" in guide_targets
-    for slug, node in _districts(bundle):
-        menu = bundle.flows[node.menu or ""]
+    for district in districts:
+        menu = bundle.flows[district.menu]
         targets = {c.goto for s in menu.steps for c in getattr(s, "choices", ())}
-        assert {"hoi_dap", "huong_dan_vneid", "dang_ky"} <= targets, slug
+        assert {"hoi_dap", "huong_dan_vneid", "dang_ky"} <= targets, district.slug
 
 
 # --------------------------------------------------------------------------- what people read
@@ -393,11 +405,13 @@ def test_buttons_and_texts_fit_the_platforms(bundle: Bundle) -> None:
                 assert len(choice.title) <= BUTTON_TITLE_MAX, (fid, step.id, choice.title)
 
 
-def test_choice_words_never_shadow_a_global_command(bundle: Bundle) -> None:
+def test_choice_words_never_shadow_a_global_command(
+    bundle: Bundle, districts: list[Any]
+) -> None:
     # A whole message that is a global command ("kết quả", "hủy"...) is taken as the command,
     # so a button synonym spelled the same could never be picked by typing it. "Về menu" is
     # fine on a button that goes to the menu anyway.
-    menus = {node.menu for _, node in _districts(bundle)}
+    menus = {district.menu for district in districts}
     for fid, flow in bundle.flows.items():
         for step in flow.steps:
             for choice in getattr(step, "choices", ()):
@@ -413,7 +427,9 @@ def test_placeholders_name_fields_saved_before(bundle: Bundle) -> None:
     registered = {s.save for s in bundle.flows["dang_ky"].steps
                   if isinstance(s, AskStep) and s.save}
     for fid, flow in bundle.flows.items():
-        known = set(registered) if flow.requires == "dang_ky" or fid == "dang_ky" else set()
+        known = set(BUILTIN_FIELDS)
+        if flow.requires == "dang_ky" or fid == "dang_ky":
+            known |= registered
         for step in flow.steps:
             for text in _texts(step) + ([step.say] if isinstance(step, ActionStep)
                                         and step.say else []):
