@@ -32,7 +32,7 @@ import hmac
 import logging
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -601,7 +601,7 @@ class _Router:
             url = _str(links[0].get("url")) if links else None
             return inbound(InboundKind.TEXT, text=text or (url or ""))
         if name == "user_submit_info":
-            info = event.get("info")
+            info = event.get("info") or message.get("info")
             data = tuple(_flatten(info)) if isinstance(info, Mapping) else ()
             phone = dict(data).get("phone", "")
             return inbound(InboundKind.CONTACT, text=phone, data=data)
@@ -697,6 +697,47 @@ def render(outbound: Outbound, *, media_url: MediaUrl | None = None) -> list[Mes
     if buttons:
         messages[-1]["attachment"] = {"type": "template", "payload": {"buttons": buttons}}
     return messages
+
+
+# ---------------------------------------------------------------------------------------------
+# domain verification (the page Zalo checks before it accepts a webhook URL)
+# ---------------------------------------------------------------------------------------------
+
+SITE_VERIFICATION_META = "zalo-platform-site-verification"
+_VERIFICATION_CODE = re.compile(r"[A-Za-z0-9_-]{8,128}")
+
+
+def verification_code_ok(code: str) -> bool:
+    """A code as Zalo issues them (letters, digits, `_`, `-`): safe in a path and in HTML."""
+    return bool(_VERIFICATION_CODE.fullmatch(code))
+
+
+def site_verification_meta(codes: Iterable[str]) -> str:
+    """The `<meta>` tags for the home page (`GET /`), one per Zalo app verifying the domain.
+    Codes that are not well-formed are left out (they never reach the HTML)."""
+    return "\n".join(
+        f'<meta name="{SITE_VERIFICATION_META}" content="{code}" />'
+        for code in codes
+        if verification_code_ok(code)
+    )
+
+
+def verifier_file_name(code: str) -> str:
+    """The file name of Zalo's "HTML file" method, served at the site root."""
+    if not verification_code_ok(code):
+        raise ValueError(f"mã xác thực Zalo không hợp lệ: {code!r}")
+    return f"zalo_verifier{code}.html"
+
+
+def verifier_page(code: str) -> str:
+    """The body of `/zalo_verifier<code>.html`: the meta tag, and the code as text."""
+    if not verification_code_ok(code):
+        raise ValueError(f"mã xác thực Zalo không hợp lệ: {code!r}")
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        f'<meta name="{SITE_VERIFICATION_META}" content="{code}" />\n'
+        f"</head>\n<body>{code}</body>\n</html>\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -888,6 +929,7 @@ __all__ = [
     "MAX_TEXT",
     "MESSAGE_PATH",
     "SIGNATURE_HEADER",
+    "SITE_VERIFICATION_META",
     "Echo",
     "MediaUrl",
     "OnSent",
@@ -903,6 +945,10 @@ __all__ = [
     "refresh_tokens",
     "render",
     "signature",
+    "site_verification_meta",
     "start_ref",
+    "verification_code_ok",
+    "verifier_file_name",
+    "verifier_page",
     "verify_signature",
 ]

@@ -38,6 +38,9 @@ from adapters.zalo import (
     refresh_tokens,
     render,
     signature,
+    site_verification_meta,
+    verifier_file_name,
+    verifier_page,
 )
 from flows.vocab import Channel, Choice, ConversationKey, InboundKind, Outbound
 from tests.fakes.zalo_api import FakeZaloApi
@@ -749,3 +752,18 @@ def test_pkce_challenge_and_permission_url() -> None:
     assert f"app_id={APP_ID}" in url
     assert "redirect_uri=https%3A%2F%2Floa.example.org%2Foauth%2Fzalo%2Fcallback" in url
     assert "code_challenge=abc" in url and "state=s1" in url
+
+
+# --- domain verification ---------------------------------------------------------------------
+
+
+def test_domain_verification_tag_file_and_page() -> None:
+    code = "SeEEB8ES51jdZCu-hOfK5MQ3rGwAyW9ICpW"
+    meta = site_verification_meta([code, '"><script>alert(1)</script>', "short"])
+    assert meta == f'<meta name="zalo-platform-site-verification" content="{code}" />'
+    assert verifier_file_name(code) == f"zalo_verifier{code}.html"
+    page = verifier_page(code)
+    assert f'<meta name="zalo-platform-site-verification" content="{code}" />' in page
+    assert f"<body>{code}</body>" in page
+    with pytest.raises(ValueError):
+        verifier_file_name("../../etc/passwd")
