@@ -37,6 +37,7 @@ from flows.schema import (
     ExpectKind,
     Flow,
     SayStep,
+    step_kind,
 )
 from flows.text import Command, fold, match_command
 
@@ -435,3 +436,49 @@ def test_placeholders_name_fields_saved_before(bundle: Bundle) -> None:
                                         and step.say else []):
                 for name in PLACEHOLDER.findall(text):
                     assert name in known, (fid, step.id, name)
+
+
+# --------------------------------------------------------------------------- the organisers' guide
+
+GUIDE = ROOT / "docs" / "huong-dan-kich-ban.md"
+YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def test_docs_are_nfc() -> None:
+    for path in (GUIDE, ROOT / "docs" / "chien-dich.md"):
+        text = path.read_text(encoding="utf-8")
+        assert unicodedata.normalize("NFC", text) == text, path
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flows.check") is None,
+                    reason="flows.check is not written yet")
+def test_every_guide_example_passes_check_without_warnings(tmp_path: Path) -> None:
+    # Convention: each ```yaml block is a whole flows file; a block starting "# mảnh" is a
+    # fragment and is skipped.
+    check = importlib.import_module("flows.check")
+    blocks = YAML_BLOCK.findall(GUIDE.read_text(encoding="utf-8"))
+    whole = [b for b in blocks if not b.startswith("# mảnh")]
+    assert len(whole) >= 20  # one per step kind and per expect type at least
+    for n, block in enumerate(whole, 1):
+        path = tmp_path / f"vi_du_{n}.yaml"
+        path.write_text(block, encoding="utf-8")
+        assert [str(p) for p in check.check(path)] == [], block
+
+
+def test_guide_examples_show_every_step_kind_action_and_expect_type() -> None:
+    kinds: set[str] = set()
+    actions: set[ActionKind] = set()
+    expects: set[ExpectKind] = set()
+    for block in YAML_BLOCK.findall(GUIDE.read_text(encoding="utf-8")):
+        if block.startswith("# mảnh"):
+            continue
+        for flow in Bundle.model_validate(yaml.safe_load(block)).flows.values():
+            for step in flow.steps:
+                kinds.add(step_kind(step) or "")
+                if isinstance(step, ActionStep):
+                    actions.add(step.action)
+                if isinstance(step, AskStep):
+                    expects.add(step.expect.kind)
+    assert kinds == {"say", "ask", "choose", "branch", "evidence", "action", "end"}
+    assert actions == set(ActionKind)
+    assert expects == set(ExpectKind)
