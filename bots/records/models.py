@@ -1,0 +1,283 @@
+"""The records: what must outlive a conversation (SQLAlchemy 2 typed models).
+
+Portable between SQLite (the default) and PostgreSQL: plain column types only, enums stored as
+short strings (`native_enum=False`), JSON through SQLAlchemy's generic `JSON`, and timestamps
+always timezone-aware UTC in Python whatever the database keeps. Schema changes go through
+Alembic (`bots/records/migrations/`); `tests/records` checks that the migrations and these
+models agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from flows.vocab import Channel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python; SQLite keeps them as naive UTC text, PostgreSQL as
+    `timestamptz`. A naive datetime is refused: it is always a bug upstream."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: records keep aware UTC times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _enum(cls: type[enum.Enum], length: int = 32) -> Enum:
+    """An enum stored as its `.value` in a VARCHAR (no native type, no CHECK): adding a
+    member later needs no migration on either database."""
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+class SubmissionStatus(enum.Enum):
+    DRAFT = "draft"  # evidence is being collected
+    SUBMITTED = "submitted"  # waiting for review
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class EvidenceKind(enum.Enum):
+    TEXT = "text"
+    IMAGE = "image"
+    FILE = "file"
+
+
+class EvidenceStatus(enum.Enum):
+    PENDING = "pending"  # not reviewed yet
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    REPLACED = "replaced"  # the person sent another answer for the same criterion
+
+
+class NotificationKind(enum.Enum):
+    NOTIFY = "notify"  # the flow asked to tell the organisers something
+    HANDOVER = "handover"  # the person asked for a human; the bot is paused for them
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}  # noqa: RUF012
+
+
+class Organisation(Base):
+    """A node of the organisation tree (province, district, unit, faculty, ...)."""
+
+    __tablename__ = "organisations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    members: Mapped[int | None] = mapped_column(Integer)
+    quota: Mapped[int | None] = mapped_column(Integer)  # an absolute number ...
+    quota_percent: Mapped[int | None] = mapped_column(Integer)  # ... or a percent of members
+    area: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Participant(Base):
+    """One person as a district knows them; the profile holds every saved field."""
+
+    __tablename__ = "participants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    district: Mapped[str] = mapped_column(String(100), index=True)
+    profile: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Copies of the profile fields organisers search by.
+    name: Mapped[str | None] = mapped_column(String(255), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    consent_given_at: Mapped[datetime | None]
+    consent_text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]  # personal data deleted on request at this time
+
+
+class ChannelIdentity(Base):
+    """A participant's account on one channel of one district."""
+
+    __tablename__ = "channel_identities"
+    __table_args__ = (UniqueConstraint("district", "channel", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    district: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[Channel] = mapped_column(_enum(Channel))
+    user_id: Mapped[str] = mapped_column(String(255))
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    last_inbound_at: Mapped[datetime | None]  # opens the platform's messaging window
+    entry_ref: Mapped[str | None] = mapped_column(String(64))  # deep-link ref of the first visit
+    referral_code: Mapped[str | None] = mapped_column(String(64), index=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)  # a human has taken over
+    created_at: Mapped[datetime]
+
+
+class Submission(Base):
+    """A participant's entry in a campaign: evidence items, then review."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_campaign_status", "campaign", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    campaign: Mapped[str] = mapped_column(String(100))
+    wave: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[SubmissionStatus] = mapped_column(
+        _enum(SubmissionStatus), default=SubmissionStatus.DRAFT
+    )
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    submitted_at: Mapped[datetime | None]
+
+
+class EvidenceItem(Base):
+    """One answer to a campaign criterion: a text, or a stored file (by content hash)."""
+
+    __tablename__ = "evidence_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    criterion: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[EvidenceKind] = mapped_column(_enum(EvidenceKind))
+    text: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    file_path: Mapped[str | None] = mapped_column(String(255))  # relative to <data_dir>/files
+    mime: Mapped[str | None] = mapped_column(String(127))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    platform_unique_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    qr_payload: Mapped[str | None] = mapped_column(Text)
+    perceptual_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[EvidenceStatus] = mapped_column(
+        _enum(EvidenceStatus), default=EvidenceStatus.PENDING
+    )
+    created_at: Mapped[datetime]
+
+
+class ReferralCredit(Base):
+    """A participant who entered through a cadre's referral code (Sốp Cộp counting rules)."""
+
+    __tablename__ = "referral_credits"
+    __table_args__ = (UniqueConstraint("code", "participant_id", "flow"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), index=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    flow: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("participant_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"))
+    tag: Mapped[str] = mapped_column(String(100), index=True)
+    created_at: Mapped[datetime]
+
+
+class OrganiserNotification(Base):
+    """Something organisers should see: a flow's notice, or a request for a human."""
+
+    __tablename__ = "organiser_notifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    district: Mapped[str] = mapped_column(String(100), index=True)
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"), index=True)
+    kind: Mapped[NotificationKind] = mapped_column(_enum(NotificationKind))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    handled_at: Mapped[datetime | None]
+
+
+class ProcessedInbound(Base):
+    """Inbound messages whose record events are written: a replay writes nothing twice."""
+
+    __tablename__ = "processed_inbound"
+
+    conversation: Mapped[str] = mapped_column(String(512), primary_key=True)
+    inbound_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    processed_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """Who did what to whose data, and when (minimal; organiser actions add their own)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(255))  # "bot", "organiser:<id>", ...
+    action: Mapped[str] = mapped_column(String(64))
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "ChannelIdentity",
+    "EvidenceItem",
+    "EvidenceKind",
+    "EvidenceStatus",
+    "NotificationKind",
+    "Organisation",
+    "OrganiserNotification",
+    "Participant",
+    "ProcessedInbound",
+    "ReferralCredit",
+    "Submission",
+    "SubmissionStatus",
+    "Tag",
+    "UTCDateTime",
+]

@@ -1,0 +1,452 @@
+"""Writes the engine's record events, once per inbound message.
+
+`apply` runs every event of one inbound message in one transaction that also inserts the
+`processed_inbound` row for (conversation, inbound id): a replayed inbound (a worker that
+crashed after writing records but before committing the session) finds the row and writes
+nothing. Each function takes the session maker first; `Records` binds one for callers that
+prefer methods.
+
+Decisions (docs/state.md):
+- A conversation's participant is created with its channel identity on first contact (an
+  empty profile; personal data only arrives after consent, through `FieldSaved`).
+- Evidence goes to the participant's open draft submission of the campaign (created when
+  needed); a second answer to the same criterion marks the earlier one `replaced`.
+  `SubmissionSubmitted` turns the draft into a submission for review; later evidence starts a
+  new draft. Submitted submissions are never changed by the bot.
+- `HandoverRequested` notifies organisers and pauses the bot for that channel identity.
+- `DataDeletionRequested` blanks the profile and consent, deletes evidence rows and their files
+  (files no other evidence row uses), scrubs organiser notifications, and keeps submissions,
+  tags and referral credits as anonymous counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bots.records.files import FileStore, relative_path
+from bots.records.models import (
+    AuditEntry,
+    ChannelIdentity,
+    EvidenceItem,
+    EvidenceKind,
+    EvidenceStatus,
+    NotificationKind,
+    OrganiserNotification,
+    Participant,
+    ProcessedInbound,
+    ReferralCredit,
+    Submission,
+    SubmissionStatus,
+    Tag,
+)
+from bots.state import conversation_id
+from flows.events import (
+    ConsentRecorded,
+    DataDeletionRequested,
+    EvidenceSaved,
+    FieldSaved,
+    FlowFinished,
+    HandoverRequested,
+    OrganisersNotified,
+    RecordEvent,
+    ReferralRecorded,
+    SubmissionSubmitted,
+    Tagged,
+)
+from flows.vocab import ConversationKey
+
+Sessions = async_sessionmaker[AsyncSession]
+
+# Profile fields copied into indexed columns, by the names flows use for them.
+NAME_FIELDS = frozenset({"ho_ten", "ho_va_ten", "name", "full_name"})
+PHONE_FIELDS = frozenset({"so_dien_thoai", "dien_thoai", "sdt", "phone"})
+EMAIL_FIELDS = frozenset({"email", "mail"})
+
+DELETED_TEXT = "(nội dung đã xóa theo yêu cầu xóa dữ liệu cá nhân)"
+BOT = "bot"
+
+
+async def _identity(
+    session: AsyncSession, key: ConversationKey, now: datetime
+) -> tuple[ChannelIdentity, Participant]:
+    """The conversation's channel identity and participant, created on first contact."""
+    identity = await session.scalar(
+        select(ChannelIdentity).where(
+            ChannelIdentity.district == key.district,
+            ChannelIdentity.channel == key.channel,
+            ChannelIdentity.user_id == key.user_id,
+        )
+    )
+    if identity is not None:
+        participant = await session.get(Participant, identity.participant_id)
+        assert participant is not None  # foreign key
+        return identity, participant
+    participant = Participant(district=key.district, profile={}, created_at=now, updated_at=now)
+    session.add(participant)
+    await session.flush()
+    identity = ChannelIdentity(
+        district=key.district,
+        channel=key.channel,
+        user_id=key.user_id,
+        participant_id=participant.id,
+        paused=False,
+        created_at=now,
+    )
+    session.add(identity)
+    await session.flush()
+    return identity, participant
+
+
+def _audit(
+    session: AsyncSession,
+    now: datetime,
+    action: str,
+    participant: Participant,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AuditEntry(
+            at=now, actor=BOT, action=action, participant_id=participant.id, detail=detail or {}
+        )
+    )
+
+
+async def _draft(
+    session: AsyncSession, participant: Participant, campaign: str, now: datetime
+) -> Submission:
+    draft = await session.scalar(
+        select(Submission)
+        .where(
+            Submission.participant_id == participant.id,
+            Submission.campaign == campaign,
+            Submission.status == SubmissionStatus.DRAFT,
+        )
+        .order_by(Submission.id.desc())
+        .limit(1)
+    )
+    if draft is None:
+        draft = Submission(
+            participant_id=participant.id,
+            campaign=campaign,
+            status=SubmissionStatus.DRAFT,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(draft)
+        await session.flush()
+    return draft
+
+
+def _save_field(participant: Participant, name: str, value: str, now: datetime) -> None:
+    participant.profile = {**participant.profile, name: value}  # a new dict: JSON change seen
+    if name in NAME_FIELDS:
+        participant.name = value
+    elif name in PHONE_FIELDS:
+        participant.phone = value
+    elif name in EMAIL_FIELDS:
+        participant.email = value
+    participant.deleted_at = None  # they came back and gave their data again
+    participant.updated_at = now
+
+
+async def _save_evidence(
+    session: AsyncSession, participant: Participant, event: EvidenceSaved, now: datetime
+) -> None:
+    draft = await _draft(session, participant, event.campaign, now)
+    await session.execute(
+        update(EvidenceItem)
+        .where(
+            EvidenceItem.submission_id == draft.id,
+            EvidenceItem.criterion == event.criterion,
+            EvidenceItem.status == EvidenceStatus.PENDING,
+        )
+        .values(status=EvidenceStatus.REPLACED)
+    )
+    item = EvidenceItem(
+        submission_id=draft.id,
+        criterion=event.criterion,
+        kind=EvidenceKind.TEXT,
+        text=event.text,
+        status=EvidenceStatus.PENDING,
+        created_at=now,
+    )
+    attachment = event.attachment
+    if attachment is not None:
+        item.kind = (
+            EvidenceKind.IMAGE if attachment.mime.startswith("image/") else EvidenceKind.FILE
+        )
+        item.sha256 = attachment.sha256
+        item.file_path = relative_path(attachment.sha256) if attachment.sha256 else None
+        item.mime = attachment.mime or None
+        item.size = attachment.size
+        item.platform_unique_id = attachment.unique_id
+    session.add(item)
+    draft.updated_at = now
+
+
+async def _submit(
+    session: AsyncSession, participant: Participant, event: SubmissionSubmitted, now: datetime
+) -> None:
+    draft = await _draft(session, participant, event.campaign, now)
+    draft.status = SubmissionStatus.SUBMITTED
+    draft.wave = event.wave
+    draft.submitted_at = now
+    draft.updated_at = now
+    _audit(session, now, "submission_submitted", participant, {"submission": draft.id})
+
+
+async def _refer(
+    session: AsyncSession,
+    identity: ChannelIdentity,
+    participant: Participant,
+    event: ReferralRecorded,
+    now: datetime,
+) -> None:
+    if identity.referral_code is None:
+        identity.referral_code = event.code
+    exists = await session.scalar(
+        select(ReferralCredit.id).where(
+            ReferralCredit.code == event.code,
+            ReferralCredit.participant_id == participant.id,
+            ReferralCredit.flow == event.flow,
+        )
+    )
+    if exists is None:
+        session.add(
+            ReferralCredit(
+                code=event.code, participant_id=participant.id, flow=event.flow, created_at=now
+            )
+        )
+
+
+async def _tag(session: AsyncSession, participant: Participant, tag: str, now: datetime) -> None:
+    exists = await session.scalar(
+        select(Tag.id).where(Tag.participant_id == participant.id, Tag.tag == tag)
+    )
+    if exists is None:
+        session.add(Tag(participant_id=participant.id, tag=tag, created_at=now))
+
+
+async def _erase(session: AsyncSession, participant: Participant, now: datetime) -> set[str]:
+    """Delete a participant's personal data inside the caller's transaction; returns the hashes
+    of files that were evidence (to delete once committed, if nothing else uses them)."""
+    participant.profile = {}
+    participant.name = participant.phone = participant.email = None
+    participant.consent_given_at = None
+    participant.consent_text = None
+    participant.deleted_at = now
+    participant.updated_at = now
+    submissions = select(Submission.id).where(Submission.participant_id == participant.id)
+    hashes = set(
+        (
+            await session.scalars(
+                select(EvidenceItem.sha256).where(
+                    EvidenceItem.submission_id.in_(submissions), EvidenceItem.sha256.is_not(None)
+                )
+            )
+        ).all()
+    )
+    await session.execute(delete(EvidenceItem).where(EvidenceItem.submission_id.in_(submissions)))
+    await session.execute(
+        update(OrganiserNotification)
+        .where(OrganiserNotification.participant_id == participant.id)
+        .values(text=DELETED_TEXT)
+    )
+    _audit(session, now, "personal_data_deleted", participant, {"files": len(hashes)})
+    return {sha for sha in hashes if sha}
+
+
+async def _apply_one(
+    session: AsyncSession,
+    identity: ChannelIdentity,
+    participant: Participant,
+    event: RecordEvent,
+    now: datetime,
+) -> set[str]:
+    match event:
+        case FieldSaved(name=name, value=value):
+            _save_field(participant, name, value, now)
+        case ConsentRecorded(given=given, text=text):
+            participant.consent_given_at = now if given else None
+            participant.consent_text = text
+            participant.updated_at = now
+            _audit(session, now, "consent_given" if given else "consent_refused", participant)
+        case EvidenceSaved():
+            await _save_evidence(session, participant, event, now)
+        case SubmissionSubmitted():
+            await _submit(session, participant, event, now)
+        case ReferralRecorded():
+            await _refer(session, identity, participant, event, now)
+        case Tagged(tag=tag):
+            await _tag(session, participant, tag, now)
+        case OrganisersNotified(text=text):
+            session.add(
+                OrganiserNotification(
+                    district=identity.district,
+                    participant_id=participant.id,
+                    kind=NotificationKind.NOTIFY,
+                    text=text,
+                    created_at=now,
+                )
+            )
+        case HandoverRequested(reason=reason):
+            identity.paused = True
+            session.add(
+                OrganiserNotification(
+                    district=identity.district,
+                    participant_id=participant.id,
+                    kind=NotificationKind.HANDOVER,
+                    text=reason,
+                    created_at=now,
+                )
+            )
+            _audit(session, now, "handover_requested", participant)
+        case FlowFinished(flow=flow):
+            _audit(session, now, "flow_finished", participant, {"flow": flow})
+        case DataDeletionRequested():
+            return await _erase(session, participant, now)
+    return set()
+
+
+async def _delete_unused_files(sessions: Sessions, files: FileStore, hashes: set[str]) -> None:
+    if not hashes:
+        return
+    async with sessions() as session:
+        used = set(
+            (
+                await session.scalars(
+                    select(EvidenceItem.sha256).where(EvidenceItem.sha256.in_(hashes)).distinct()
+                )
+            ).all()
+        )
+    for sha in hashes - used:
+        await files.delete_async(sha)
+
+
+async def apply(
+    session_factory: Sessions,
+    key: ConversationKey,
+    inbound_id: str,
+    events: Sequence[RecordEvent],
+    now: datetime,
+    *,
+    files: FileStore | None = None,
+) -> None:
+    """Write `events` (from the inbound message `inbound_id`) once: a replay writes nothing.
+
+    `files` is where evidence files live; without it `DataDeletionRequested` deletes the rows
+    but leaves the files for a later sweep."""
+    if not events:
+        return
+    conversation = conversation_id(key)
+    doomed: set[str] = set()
+    try:
+        async with session_factory() as session, session.begin():
+            if await session.get(ProcessedInbound, (conversation, inbound_id)) is not None:
+                return
+            session.add(
+                ProcessedInbound(conversation=conversation, inbound_id=inbound_id, processed_at=now)
+            )
+            identity, participant = await _identity(session, key, now)
+            for event in events:
+                doomed |= await _apply_one(session, identity, participant, event, now)
+    except IntegrityError:
+        # Another writer applied the same inbound at the same moment (PostgreSQL lets both
+        # transactions start): theirs won, ours wrote nothing.
+        async with session_factory() as session:
+            if await session.get(ProcessedInbound, (conversation, inbound_id)) is not None:
+                return
+        raise
+    if files is not None:
+        await _delete_unused_files(session_factory, files, doomed)
+
+
+async def touch_identity(
+    session_factory: Sessions, key: ConversationKey, now: datetime, *, ref: str | None = None
+) -> None:
+    """Record an inbound's time (the platform's messaging window opens from the last one) and
+    the deep-link ref the person first came with."""
+    async with session_factory() as session, session.begin():
+        identity, _ = await _identity(session, key, now)
+        if identity.last_inbound_at is None or identity.last_inbound_at < now:
+            identity.last_inbound_at = now
+        if ref and identity.entry_ref is None:
+            identity.entry_ref = ref
+
+
+async def load_profile(session_factory: Sessions, key: ConversationKey) -> dict[str, str]:
+    """The saved profile of the conversation's participant ({} for someone new), to rebuild a
+    session whose stored value expired."""
+    async with session_factory() as session:
+        profile = await session.scalar(
+            select(Participant.profile)
+            .join(ChannelIdentity, ChannelIdentity.participant_id == Participant.id)
+            .where(
+                ChannelIdentity.district == key.district,
+                ChannelIdentity.channel == key.channel,
+                ChannelIdentity.user_id == key.user_id,
+            )
+        )
+    return {str(k): str(v) for k, v in (profile or {}).items()}
+
+
+async def delete_personal_data(
+    session_factory: Sessions,
+    key: ConversationKey,
+    now: datetime,
+    *,
+    files: FileStore | None = None,
+) -> None:
+    """Delete the conversation's participant's personal data (outside any inbound message,
+    e.g. on an organiser's action). Same effect as the `DataDeletionRequested` event."""
+    async with session_factory() as session, session.begin():
+        _, participant = await _identity(session, key, now)
+        doomed = await _erase(session, participant, now)
+    if files is not None:
+        await _delete_unused_files(session_factory, files, doomed)
+
+
+class Records:
+    """The functions above bound to one session maker and file store."""
+
+    def __init__(
+        self, sessions: Sessions, files: FileStore | None = None, reads: Sessions | None = None
+    ) -> None:
+        self.sessions = sessions
+        self.files = files
+        self.reads = reads or sessions
+
+    async def apply(
+        self,
+        key: ConversationKey,
+        inbound_id: str,
+        events: Sequence[RecordEvent],
+        now: datetime,
+    ) -> None:
+        await apply(self.sessions, key, inbound_id, events, now, files=self.files)
+
+    async def touch_identity(
+        self, key: ConversationKey, now: datetime, *, ref: str | None = None
+    ) -> None:
+        await touch_identity(self.sessions, key, now, ref=ref)
+
+    async def load_profile(self, key: ConversationKey) -> dict[str, str]:
+        return await load_profile(self.reads, key)
+
+    async def delete_personal_data(self, key: ConversationKey, now: datetime) -> None:
+        await delete_personal_data(self.sessions, key, now, files=self.files)
+
+
+__all__ = [
+    "Records",
+    "apply",
+    "delete_personal_data",
+    "load_profile",
+    "touch_identity",
+]
