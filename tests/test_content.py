@@ -396,6 +396,10 @@ def test_buttons_and_texts_fit_the_platforms(bundle: Bundle) -> None:
         for step in flow.steps:
             for text in _texts(step):
                 assert len(text) <= TEXT_MAX, (fid, step.id)
+            if isinstance(step, AskStep) and step.expect.kind in (ExpectKind.YES_NO,
+                                                                  ExpectKind.CHOICE):
+                # answered with buttons too ("Đồng ý" / "Không đồng ý", or the options)
+                assert len(step.ask) <= BUTTON_TEXT_MAX, (fid, step.id)
             if not isinstance(step, SayStep | ChooseStep) or not step.choices:
                 continue
             body = step.say if isinstance(step, SayStep) else step.choose
