@@ -166,7 +166,9 @@ class Records(Protocol):
         self, key: ConversationKey, inbound_id: str, events: Sequence[RecordEvent], now: datetime
     ) -> None: ...
 
-    async def touch(self, key: ConversationKey, last: Inbound, now: datetime) -> None: ...
+    async def touch(self, key: ConversationKey, at: datetime, ref: str | None) -> None:
+        """The person wrote at `at` (messaging windows); `ref`: the deep link they came by."""
+        ...
 
     async def restore(self, key: ConversationKey, now: datetime) -> Any:
         """A fresh session for a person whose session expired (None: nothing known)."""
@@ -377,8 +379,11 @@ class Pipeline:
                     # person is still known as registered.
                     session = await records.restore(key, now)
                 outbox: list[bytes] = []
+                ref: str | None = None
+                inbound: Inbound | None = None
                 for item in claim.items:
                     inbound = decode_inbound(item.payload, key)
+                    ref = ref or inbound.ref
                     try:
                         turn = engine.handle(session, inbound, now)
                     except Exception:
@@ -397,8 +402,8 @@ class Pipeline:
                     session = turn.session
                     for message in turn.outbound:
                         outbox.append(self._encode_out(message))
-                if records is not None and claim.items:
-                    await records.touch(key, decode_inbound(claim.items[-1].payload, key), now)
+                if records is not None and inbound is not None:
+                    await records.touch(key, inbound.timestamp, ref)
                 data = codec.dumps(session) if session is not None else None
             except BaseException:
                 await _release_quietly(store, claim)
