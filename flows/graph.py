@@ -31,7 +31,7 @@ class _LabelledState(State):
         self.label = label
 
 
-class _Diagram(GraphMachine):  # type: ignore[misc]
+class _Diagram(GraphMachine):
     state_cls = _LabelledState
 
 
@@ -129,4 +129,4 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["mermaid", "main"]
+__all__ = ["main", "mermaid"]

@@ -464,8 +464,10 @@ def _yaml_problem(file: str, text: str, error: yaml.YAMLError) -> Problem:
         return Problem(file, line, brace + 1,
                        "văn bản bắt đầu bằng '{' hoặc '[' bị hiểu nhầm là một nhóm khóa",
                        "đặt cả câu trong ngoặc kép, VD: say: \"{ho_ten} ơi, ...\"")
+    if "unknown escape character" in problem and column > 1:
+        column -= 1  # PyYAML marks the character after the backslash
     for needle, message, hint in _YAML_MESSAGES:
-        if needle in problem:
+        if needle in problem or needle in context:
             return Problem(file, line, column, message, hint)
     return Problem(file, line, column, f"lỗi cú pháp YAML: {problem or context}",
                    "kiểm tra thụt lề (dấu cách) và dấu ngoặc ở dòng này hoặc dòng phía trên")
