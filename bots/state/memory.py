@@ -107,8 +107,8 @@ class MemoryStore:
     def _take(
         self, key: ConversationKey, conv: _Conversation, owner: str, now: float
     ) -> Claim | None:
-        if conv.owner is not None and conv.owner != owner and conv.lease_until > now:
-            return None
+        if conv.owner is not None and conv.lease_until > now:
+            return None  # a live lease is exclusive, even against the same owner token
         if not conv.inbox:
             return None
         conv.owner = owner

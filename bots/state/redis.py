@@ -114,12 +114,13 @@ ACCEPT = (
     + "save(k, c, ARGV[4])\nreturn 1\n"
 )
 
-# Take the lock if free (or expired, or ours) and read. Returns {0} locked by another,
+# Take the lock if free or expired (a live lease is exclusive even against its own owner) and
+# read. Returns {0} locked by another,
 # {1} nothing pending, {2, session, version, {items}}. Writes only when it takes the lock.
 _LUA_TAKE = """
 local function take(k, c, inbox, owner, lease, ttl)
   local now = now_ms()
-  if c[3] ~= '' and c[3] ~= owner and c[4] > now then return {0} end
+  if c[3] ~= '' and c[4] > now then return {0} end
   local items = redis.call('LRANGE', inbox, 0, -1)
   if #items == 0 then return {1} end
   c[3] = owner

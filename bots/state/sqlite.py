@@ -202,9 +202,9 @@ class SqliteStore:
     def _take_tx(
         self, con: sqlite3.Connection, key: ConversationKey, conv: str, owner: str, now: float
     ) -> Claim | None:
-        lock = con.execute("SELECT owner, expires_at FROM locks WHERE conv = ?", (conv,)).fetchone()
-        if lock is not None and lock[0] != owner and lock[1] > now:
-            return None
+        lock = con.execute("SELECT expires_at FROM locks WHERE conv = ?", (conv,)).fetchone()
+        if lock is not None and lock[0] > now:
+            return None  # a live lease is exclusive, even against the same owner token
         items = self._pending_tx(con, conv)
         if not items:
             return None

@@ -152,6 +152,7 @@ async def test_claim_is_exclusive_until_released(make: Make) -> None:
     claim = await store.claim(ALICE, "w1")
     assert _ids(claim) == ["m1"]
     assert await other.claim(ALICE, "w2") is None
+    assert await store.claim(ALICE, "w1") is None  # not re-entrant: one claim at a time
     assert await other.claim(BOB, "w2") is None  # other conversations are not locked
     # Releasing someone else's claim does nothing.
     assert claim is not None
