@@ -24,6 +24,7 @@ def main(args: argparse.Namespace) -> int:
     )
     # transitions logs every callback at INFO: far too much for an operator's terminal.
     logging.getLogger("transitions").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = load(args)
     except SettingsError as error:

@@ -71,7 +71,8 @@
     var row = document.createElement("div");
     row.className = "row " + (entry.who === "bot" ? "bot" : "me");
     var bubble = document.createElement("div");
-    bubble.className = "bubble" + (entry.notice ? " notice-" + entry.notice : "");
+    bubble.className = "bubble" + (entry.notice ? " notice-" + entry.notice : "") +
+      (entry.image && !entry.text ? " photo" : "");
     if (entry.image) {
       var link = document.createElement("a");
       link.href = entry.image; link.target = "_blank"; link.rel = "noopener";
