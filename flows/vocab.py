@@ -51,6 +51,9 @@ class Attachment:
     size: int | None = None
     sha256: str | None = None  # set once the bytes are stored content-addressed
     name: str | None = None  # original file name, if any
+    # What inspecting the stored bytes found (bots/media), for the evidence record:
+    qr: str | None = None  # text of the QR code(s) in the image (an app or bank account QR)
+    phash: str | None = None  # perceptual hash (hex): a weak hint of a near-duplicate image
 
 
 @dataclass(frozen=True, slots=True)
