@@ -28,6 +28,7 @@ import orjson
 from transitions import EventData, Machine
 
 from flows import messages
+from flows.placeholders import placeholders
 from flows.schema import (
     ActionKind,
     ActionStep,
@@ -46,9 +47,9 @@ from flows.schema import (
     LinkTarget,
     OrgNode,
     SayStep,
-    step_kind,
 )
 from flows.session import Session
+from flows.steps import MENU, step_ids
 from flows.text import ChoiceMatcher, choice_matcher, fold, match_yes_no
 from flows.vocab import Choice, Outbound
 
@@ -65,7 +66,6 @@ CONSENT_FIELDS = frozenset({"dong_y", "consent"})
 
 PAYLOAD_MAX = 64  # bytes: the strictest platform's button payload limit
 _PAYLOAD_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
 class StepKind(enum.Enum):
@@ -127,13 +127,24 @@ class Template:
 
 
 def compile_template(text: str) -> Template:
-    parts = tuple(_PLACEHOLDER.split(text))
-    return Template(parts, text if len(parts) == 1 else None)
+    """Split at `{field}` placeholders (as `flows.placeholders` finds them, the checker's
+    rule); `{{` and `}}` in the literal parts write single braces."""
+    found = placeholders(text)
+    if not found:
+        literal = _unescape(text)
+        return Template((literal,), literal)
+    parts: list[str] = []
+    position = 0
+    for ph in found:
+        parts.append(_unescape(text[position : ph.offset]))
+        parts.append(ph.name)
+        position = ph.offset + len(ph.raw)
+    parts.append(_unescape(text[position:]))
+    return Template(tuple(parts), None)
 
 
-def placeholders(text: str) -> tuple[str, ...]:
-    """The `{field}` names a text uses (for the checker)."""
-    return tuple(_PLACEHOLDER.findall(text))
+def _unescape(literal: str) -> str:
+    return literal.replace("{{", "{").replace("}}", "}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +374,8 @@ def compile_condition(cond: Condition) -> Test:
 
 
 def _canonical(model: Any) -> bytes:
+    # Key-sorted compact JSON of what the organiser wrote (defaults left out, so a new optional
+    # field in the language does not change existing versions).
     return orjson.dumps(
         model.model_dump(mode="json", by_alias=True, exclude_defaults=True),
         option=orjson.OPT_SORT_KEYS,
@@ -372,26 +385,6 @@ def _canonical(model: Any) -> bytes:
 def flow_version(flow: Flow) -> str:
     """Content hash of one flow: editing flow A never changes flow B's version."""
     return hashlib.sha256(_canonical(flow)).hexdigest()[:12]
-
-
-def step_ids(flow: Flow) -> tuple[str, ...]:
-    """Stable ids in step order: explicit `id`, else `save`, else `evidence`, else the kind and a
-    hash of the step's content (`say_3f2a`). A repeated id gets `_2`, `_3`, … in list order."""
-    used: set[str] = set()
-    out: list[str] = []
-    for step in flow.steps:
-        base = (
-            step.id
-            or getattr(step, "save", None)
-            or getattr(step, "evidence", None)
-            or f"{step_kind(step)}_{hashlib.sha256(_canonical(step)).hexdigest()[:4]}"
-        )
-        uid, n = base, 2
-        while uid in used:
-            uid, n = f"{base}_{n}", n + 1
-        used.add(uid)
-        out.append(uid)
-    return tuple(out)
 
 
 def _payload_key(name: str) -> str:
@@ -436,7 +429,7 @@ def compile_flow(flow_id: str, flow: Flow) -> CompiledFlow:
 
 
 def _build_flow(flow_id: str, flow: Flow, version: str) -> CompiledFlow:
-    ids = step_ids(flow)
+    ids = tuple(step_ids(flow))  # flows.steps: the same ids the checker and diagrams show
     id_set = frozenset(ids)
     flow_key = _payload_key(flow_id)
 
@@ -596,12 +589,12 @@ def _compile_step(
             when_no = model.when_no
             if when_no is not None and when_no.goto:
                 no_target = resolve(when_no.goto, index)
-            elif consent:
-                no_target = END_TARGET  # no consent: nothing more can be asked
+            elif when_no is not None or consent:
+                no_target = END_TARGET  # `when_no` without goto (or no consent) ends the flow
             else:
-                no_target = nxt
+                no_target = nxt  # "no" is just an answer
             no_text = _opt_template(when_no.say if when_no else None)
-            no_abandons = consent or no_target.kind is not TargetKind.STEP
+            no_abandons = consent  # refusing consent leaves the flow unfinished
         return CompiledStep(
             **common,
             kind=StepKind.EVIDENCE if is_evidence else StepKind.ASK,
@@ -783,7 +776,9 @@ def compile_bundle(
     extra = units or {}
     flows = {fid: compile_flow(fid, flow) for fid, flow in bundle.flows.items()}
     first_flow = next(iter(flows), None)
-    default_menu = bundle.menu or first_flow
+    # The district's menu (nearest node up the tree), else the bundle's, else a flow named
+    # `menu`, else the first flow (the same order `goto: menu` follows, see flows.steps).
+    default_menu = bundle.menu or (MENU if MENU in flows else first_flow)
 
     districts: dict[str, District] = {}
     unit_names: dict[str, str] = {}
@@ -871,6 +866,4 @@ __all__ = [
     "compile_template",
     "flow_version",
     "parse_payload",
-    "placeholders",
-    "step_ids",
 ]

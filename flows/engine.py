@@ -8,6 +8,7 @@ error in `Turn.error` for the caller to log. Decisions are written down in docs/
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -38,8 +39,9 @@ from flows.events import (
     SubmissionSubmitted,
     Tagged,
 )
-from flows.schema import ActionKind, Campaign, ExpectKind
+from flows.schema import ActionKind, Campaign, ExpectKind, Wave
 from flows.session import Mode, Session
+from flows.steps import MENU
 from flows.text import Command, fold, match_command, match_yes_no
 from flows.validators import (
     KIND_MISMATCH,
@@ -204,6 +206,7 @@ class _Run:
 
     def result(self, s: Session) -> Turn:
         out, events = tuple(s.outbox), tuple(s.events)
+        s.outbox, s.events = [], []  # transient: they travel in the Turn, not the session
         return Turn(None if s.is_blank() else s, out, events)
 
     # -- starting flows ---------------------------------------------------------------------
@@ -239,6 +242,9 @@ class _Run:
     ) -> None:
         """Begin a run of a flow (its current version) at its first step, or at `at`."""
         flow = self.bundle.flows.get(flow_id)
+        if flow is None and flow_id == MENU:  # `goto: menu` without a flow of that name
+            self.start_menu(s)
+            return
         if flow is None:
             menu = self.menu_flow()
             self.say(s, msg.FLOW_GONE)
@@ -533,12 +539,13 @@ class _Run:
             self.settle(s)
             return True
         if payload.startswith(UNIT_PAYLOAD) and step.expect is not None:
-            slug = payload[len(UNIT_PAYLOAD) :]
-            name = self.district.unit_names.get(slug) or self.bundle.unit_names.get(slug)
-            if step.expect.kind is ExpectKind.UNIT and name is not None:
-                self.accept(s, flow, step, Valid(slug, name))
-                return True
-            return False
+            if step.expect.kind is not ExpectKind.UNIT:
+                return False
+            unit = _unit_of_payload(payload[len(UNIT_PAYLOAD) :], self.district.units)
+            if unit is None:
+                return False
+            self.accept(s, flow, step, Valid(unit[0], unit[1]))
+            return True
         parsed = parse_payload(payload)
         if parsed is None:
             return False
@@ -557,9 +564,14 @@ class _Run:
                 result = Valid(title, n - 1)
             self.accept(s, flow, step, result)
             return True
-        # A button of an earlier message: navigation buttons still work from anywhere.
+        # A button of an earlier message: navigation buttons still work from anywhere; an old
+        # answer button is not an answer to this question (its title would be misread).
         hit = self.bundle.payloads.get(payload)
-        return hit is not None and self.jump_pick(s, *hit)
+        if hit is not None and self.jump_pick(s, *hit):
+            return True
+        self.say(s, msg.STALE_BUTTON)
+        self.prompt(s, step)
+        return True
 
     def accept(self, s: Session, flow: CompiledFlow, step: CompiledStep, result: Valid) -> None:
         if s.mode is Mode.FIX and step.kind is StepKind.EVIDENCE:
@@ -667,12 +679,16 @@ class _Run:
         now = self.now if self.now.tzinfo is not None else self.now.replace(tzinfo=UTC)
         return now.astimezone(LOCAL_TZ).date()
 
-    def wave(self, campaign: Campaign) -> str | None:
+    def open_wave(self, campaign: Campaign) -> Wave | None:
         today = self.local_date()
         for wave in campaign.waves:
             if wave.from_ <= today <= wave.to:
-                return wave.name
+                return wave
         return None
+
+    def wave(self, campaign: Campaign) -> str | None:
+        wave = self.open_wave(campaign)
+        return wave.name if wave is not None else None
 
     def closed_text(self, flow: CompiledFlow) -> str | None:
         """The campaign's closed message when the flow's campaign has no open wave today."""
@@ -890,6 +906,8 @@ class _Run:
     def display(self, name: str, s: Session) -> str:
         """A saved value as a person reads it: local phone form, unit name, d/m/yyyy."""
         value = s.value(name)
+        if value is None:
+            return self.builtin(name)
         if not isinstance(value, str):
             return ""
         kind = self.bundle.field_kinds.get(name)
@@ -903,6 +921,30 @@ class _Run:
             except ValueError:
                 return value
         return value
+
+    def builtin(self, name: str) -> str:
+        """Fields every text may use without saving them (flows.placeholders.BUILTIN_FIELDS).
+        Unknown names render empty: `loa check` reports them before a flow can run."""
+        if name == "to_chuc":
+            return self.district.name
+        if name == "kenh":
+            return self.inbound.channel.value
+        flow = self.flow
+        campaign = self.bundle.campaigns.get(flow.campaign or "") if flow is not None else None
+        if campaign is None:
+            return ""
+        if name == "ten_chien_dich":
+            return campaign.title
+        wave = self.open_wave(campaign)
+        if wave is None:
+            return ""
+        if name == "dot":
+            return wave.name
+        if name == "tu_ngay":
+            return _date_text(wave.from_) or ""
+        if name == "den_ngay":
+            return _date_text(wave.to) or ""
+        return ""
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -942,7 +984,18 @@ def _date_text(value: date | None) -> str | None:
 
 
 def _unit_payload(slug: str) -> str:
-    return UNIT_PAYLOAD + slug
+    """A unit suggestion button's payload: its slug, or a hash when the slug is not short
+    ASCII (units from a CSV may have any code)."""
+    if len(slug) <= 60 and slug.isascii() and slug.isprintable():
+        return UNIT_PAYLOAD + slug
+    return UNIT_PAYLOAD + "#" + hashlib.sha256(slug.encode()).hexdigest()[:16]
+
+
+def _unit_of_payload(key: str, units: tuple[tuple[str, str], ...]) -> tuple[str, str] | None:
+    for slug, name in units:
+        if _unit_payload(slug) == UNIT_PAYLOAD + key:
+            return slug, name
+    return None
 
 
 def _attachment_ref(a: Attachment) -> str:

@@ -84,7 +84,7 @@ HANDOVER = (
 )
 NOTIFY_DEFAULT = "Người tham gia cần hỗ trợ ({flow})."
 NO_FLOWS = "Hiện chưa có nội dung nào. Bạn quay lại sau nhé."
-NOT_UNDERSTOOD = "Mình chưa hiểu ý bạn. Gõ “menu” để về màn hình chính hoặc “trợ giúp” nhé."
+STALE_BUTTON = "Nút bạn vừa bấm thuộc một câu hỏi trước. Mình đang hỏi:"
 
 # -- organiser actions (SYSTEM events) ------------------------------------------------------------
 RESUMED = "Trợ lý tự động đã quay lại. Mình tiếp tục nhé."

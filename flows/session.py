@@ -174,6 +174,9 @@ def dumps(session: Session) -> bytes:
     return orjson.dumps(_pack(session))
 
 
+_MODES = {m.value: m for m in Mode}
+
+
 def loads(raw: bytes | str) -> Session:
     """The session stored by `dumps`. Raises `SessionFormatError` on bytes it cannot read."""
     try:
@@ -184,25 +187,44 @@ def loads(raw: bytes | str) -> Session:
         raise SessionFormatError("not a JSON object")
     if d.get("v") != FORMAT:
         raise SessionFormatError(f"unknown session format {d.get('v')!r}")
+    # On the hot path (one load per message): plain gets, type checks only where a wrong type
+    # would break the engine later.
     try:
         consent = d.get("c")
+        mode = _MODES[d.get("m", "n")]
         return Session(
             state=_opt_str(d.get("s")),
             flow=_opt_str(d.get("f")),
             version=_opt_str(d.get("h")),
-            data=dict(d.get("d") or {}),
-            profile={str(k): str(v) for k, v in (d.get("p") or {}).items()},
+            data=_dict(d.get("d")),
+            profile=_dict(d.get("p")),
             retries=int(d.get("r", 0)),
             ref=_opt_str(d.get("e")),
             consent=None if consent is None else bool(consent),
-            done=[str(x) for x in d.get("n") or ()],
-            subs={str(k): str(v) for k, v in (d.get("b") or {}).items()},
+            done=_list(d.get("n")),
+            subs=_dict(d.get("b")),
             paused=bool(d.get("z", 0)),
-            mode=Mode(d.get("m", Mode.NORMAL.value)),
-            stack=[str(x) for x in d.get("k") or ()],
+            mode=mode,
+            stack=_list(d.get("k")),
         )
-    except (TypeError, ValueError, AttributeError) as err:
-        raise SessionFormatError(f"bad session field: {err}") from None
+    except (TypeError, ValueError, KeyError) as err:
+        raise SessionFormatError(f"bad session field: {err!r}") from None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise TypeError("expected a list of strings")
+    return value
 
 
 def _opt_str(value: Any) -> str | None:

@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import difflib
 import enum
-import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 
-_D_STROKE = str.maketrans({"đ": "d", "Đ": "d"})
-_WS = re.compile(r"\s+")
-# Punctuation people put around short answers ("Có!", "ok.", "«Đồng ý»", "1)").
+# One translate table: drop the combining marks NFD splits off (Latin-script blocks: enough for
+# Vietnamese and every Latin alphabet) and fold đ/Đ, which has no decomposition.
+_FOLD_TABLE: dict[int, str | None] = {
+    c: None
+    for lo, hi in (
+        (0x0300, 0x036F),
+        (0x1AB0, 0x1AFF),
+        (0x1DC0, 0x1DFF),
+        (0x20D0, 0x20FF),
+        (0xFE20, 0xFE2F),
+    )
+    for c in range(lo, hi + 1)
+    if unicodedata.combining(chr(c))
+}
+_FOLD_TABLE.update({ord("đ"): "d", ord("Đ"): "d"})
 _EDGE_PUNCT = "".join(
     sorted(set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»…–—·•。，、！？：；（）【】"))
 )
@@ -30,9 +41,8 @@ def fold(s: str) -> str:
     "ĐĂNG KÝ", "Đăng ký" and "dang ky" all fold to "dang ky". Punctuation inside the text is kept
     (e-mails, "0912.345.678"); punctuation at the ends is dropped ("Có!" → "co").
     """
-    s = unicodedata.normalize("NFD", unicodedata.normalize("NFC", s).translate(_D_STROKE))
-    s = "".join(c for c in s if not unicodedata.combining(c)).casefold()
-    return _WS.sub(" ", s).strip().strip(_EDGE_PUNCT).strip()
+    s = unicodedata.normalize("NFD", s).translate(_FOLD_TABLE).casefold()
+    return " ".join(s.split()).strip(_EDGE_PUNCT).strip()
 
 
 # -- choices --------------------------------------------------------------------------------------

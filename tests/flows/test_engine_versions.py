@@ -16,6 +16,7 @@ from flows.engine import Engine
 from flows.events import FieldSaved
 from flows.schema import Bundle
 from flows.session import Mode, Session, SessionFormatError, dumps, loads
+from flows.steps import step_ids
 from tests.flows.conftest import DEPLOYMENT, Chat, archive, build
 
 V1 = """
@@ -124,12 +125,13 @@ def test_step_ids_are_explicit_save_evidence_or_derived_and_unique() -> None:
     flow = compile_flow("f", bundle.flows["f"])
     ids = [s.id for s in flow.steps]
     assert ids[1:4] == ["hoi", "ten", "anh"]
-    assert ids[0].startswith("say_") and len(ids[0]) == 8
+    assert ids[0].startswith("say_") and len(ids[0]) == len("say_") + 6
     assert ids[4] == ids[0] + "_2"  # same content, same derived id: a deterministic suffix
     assert ids[5].startswith("end_")
     assert len(set(ids)) == len(ids)
-    # Deterministic across compilations.
+    # Deterministic across compilations, and the ids the checker and diagrams show.
     assert [s.id for s in compile_flow("g", bundle.flows["f"]).steps] == ids
+    assert step_ids(bundle.flows["f"]) == ids
 
 
 def test_compiled_flow_machine_is_model_less_and_flat() -> None:
