@@ -61,6 +61,7 @@ class WebchatAdapter(Adapter):
     def __init__(self, districts: Iterable[str] = ()) -> None:
         self.districts: tuple[str, ...] = tuple(districts)
         self._signals: dict[ConversationKey, _Signal] = {}
+        self._closing = False
 
     # -- inbound ---------------------------------------------------------------------------------
 
@@ -177,6 +178,17 @@ class WebchatAdapter(Adapter):
         signal = self._signals.pop(key, None)
         if signal is not None:
             signal.event.set()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """The server is stopping: wake every long-poll so it answers now."""
+        self._closing = True
+        for signal in self._signals.values():
+            signal.event.set()
+        self._signals.clear()
 
     def listen(self, key: ConversationKey) -> Listener:
         """Register interest *before* reading the outbox, then `wait` if it was empty: a turn

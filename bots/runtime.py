@@ -260,6 +260,7 @@ class Runtime:
             memory=self.memory_store,
             lock_ttl=self.settings.lock_ttl,
             session_ttl=self.settings.session_ttl,
+            prefix=self.settings.redis_prefix,
         )
         adapters: dict[Channel, Adapter | PullChannel] = {Channel.WEBCHAT: self.webchat}
         adapters.update(self.extra_adapters)

@@ -53,5 +53,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"Không mở được máy chủ tại {settings.host}:{settings.port}: {error}",
               file=sys.stderr)
         return 1
+    except Exception as error:  # storage unreachable, database refused the migration, ...
+        log.exception("start-up failed")
+        print(f"Loa không khởi động được: {error}", file=sys.stderr)
+        return 1
     print("Loa đã dừng.", flush=True)
     return 0

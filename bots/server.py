@@ -230,7 +230,7 @@ async def chat_messages(request: web.Request) -> web.Response:
         with webchat.listen(key) as listener:
             items = await store.outbox_read(key, after)
             remaining = deadline - time.monotonic()
-            if items or remaining <= 0:
+            if items or remaining <= 0 or webchat.closing:
                 break
             await listener.wait(min(remaining, RECHECK))
     messages = [webchat.render(item.seq, decode_outbound(item.payload)) for item in items]
@@ -277,6 +277,11 @@ def build_app(runtime: Runtime, *, manage: bool = True) -> web.Application:
             await runtime.stop()
 
         app.cleanup_ctx.append(lifecycle)
+
+    async def wake_long_polls(app: web.Application) -> None:
+        runtime.webchat.close()  # before aiohttp waits for in-flight requests to finish
+
+    app.on_shutdown.append(wake_long_polls)
     return app
 
 

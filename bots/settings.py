@@ -30,6 +30,7 @@ class Settings:
     data_dir: Path
     database_url: str
     redis_url: str | None = None
+    redis_prefix: str = "loa:"  # key prefix: several deployments can share one Redis
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""  # "" → http://host:port (only the browser and tests use it then)
@@ -112,6 +113,7 @@ def from_env(env: Mapping[str, str] | None = None, *, create_dirs: bool = True) 
         data_dir=data_dir,
         database_url=env.get("LOA_DATABASE_URL") or sqlite_url(data_dir / "loa.sqlite3"),
         redis_url=env.get("LOA_REDIS_URL") or None,
+        redis_prefix=env.get("LOA_REDIS_PREFIX") or "loa:",
         host=env.get("LOA_HOST") or "127.0.0.1",
         port=_int(env, "LOA_PORT", 8080),
         public_url=(env.get("LOA_PUBLIC_URL") or "").rstrip("/"),

@@ -8,6 +8,7 @@ import hashlib
 import io
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +335,19 @@ def test_web_assets_need_nothing_from_the_internet() -> None:
         text = (web / name).read_text(encoding="utf-8")
         for marker in ("http://", "https://", "//cdn", "@import", "fonts.googleapis"):
             assert marker not in text.replace("https?:\\/\\/", ""), (name, marker)
+
+
+async def test_the_browser_chat_on_redis(
+    aiohttp_client: Client, settings: Settings, redis_url: str, redis_prefix: str
+) -> None:
+    """`LOA_REDIS_URL` set: sessions, inbox and outbox in Redis; records still in SQL."""
+    on_redis = replace(settings, redis_url=redis_url, redis_prefix=redis_prefix)
+    client = await aiohttp_client(create_app(on_redis))
+    assert (await (await client.get("/healthz")).json())["store"] == "redis"
+    chat = Browser(client)
+    await register(chat)
+    await client.close()
+    client = await aiohttp_client(create_app(on_redis))
+    again = Browser(client)
+    again.user, again.cursor = chat.user, chat.cursor
+    assert "Đăng ký thông tin: đã hoàn thành" in await again.say("kết quả")
