@@ -446,7 +446,8 @@ class _Checker:
         if _URL.match(image):
             return
         base = self.loaded.base_dir
-        target = (base / image).resolve()
+        # Lexical containment: a symlinked media folder inside the deployment is fine.
+        target = Path(os.path.normpath(base / image))
         if not target.is_relative_to(base):
             self.error(path, f"ảnh '{image}' nằm ngoài thư mục của {self.loaded.main_file}",
                        "đặt ảnh trong thư mục kịch bản, VD: media/mau.png")
@@ -652,7 +653,15 @@ def check_loaded(loaded: Loaded) -> list[Problem]:
     bundle = loaded.parsed
     if bundle is None:
         return []
-    return _Checker(loaded, bundle).run()
+    checker = _Checker(loaded, bundle)
+    try:
+        return checker.run()
+    except Exception as error:  # a bug here must not hide the problems found so far
+        pos = loaded.positions.at(())
+        return [*checker.problems, Problem(
+            pos.file, pos.line, pos.column,
+            f"lỗi nội bộ khi kiểm tra ({type(error).__name__}: {error})",
+            "hãy báo lỗi này cho người phát triển Loa, kèm tệp kịch bản")]
 
 
 def load_checked(path: Path | str) -> Loaded:

@@ -1043,9 +1043,15 @@ def _locate(
                 tag_skipped = len(path)  # the union tag, then the kind key of the same name
                 i += 1
                 continue
-            if path and path[-1] == "expect" and elem not in cur and len(cur) == 1 \
-                    and "kind" not in cur:
+            shorthand = bool(path) and path[-1] == "expect" and len(cur) == 1 \
+                and "kind" not in cur
+            if shorthand:
                 ((kind, params),) = cur.items()
+                if kind in _KINDS and kind != "choice" and params is not None \
+                        and not isinstance(params, dict):
+                    # `expect: {text: 4}`: pydantic sees no kind and an unknown key.
+                    return (*path, kind), (_BAD_PARAMS,), skipped
+            if shorthand and elem not in cur:
                 if elem == "kind":
                     path.append(kind)
                     break
@@ -1091,6 +1097,8 @@ def _node(data: Any, path: NodePath) -> Any:
 
 
 _ID_FIELDS = {"id", "save", "evidence", "field"}
+_KINDS = {k.value for k in schema.ExpectKind}
+_BAD_PARAMS = "\0params"  # marker: shorthand expect parameters that are not a mapping
 GUIDE_HINT = "xem cách viết trong docs/huong-dan-kich-ban.md"
 # Hints for the schema's own (Vietnamese) validation messages, by a phrase of the message.
 _VALUE_HINTS = (
@@ -1124,12 +1132,18 @@ def _translate(
     ctx = error.get("ctx") or {}
     value = _node(data, path)
     name = str(path[-1]) if path else "tệp"
+    label = f"'{name}'"  # how the node is named in messages
+    if path and isinstance(path[-1], int) and len(path) >= 2:
+        label = f"mục {path[-1] + 1} của '{path[-2]}'"
+    if missing == (_BAD_PARAMS,):
+        return (positions.key(path), f"tham số của kiểu '{path[-1]}' viết chưa đúng",
+                f"VD: expect: {{{path[-1]}: {{min: 1, max: 10}}}}")
     if missing:
         field_name = missing[0]
         pos = positions.key(path)
         if field_name == "kind" and path and path[-1] == "expect":
             return pos, "expect cần một kiểu câu trả lời", f"các kiểu: {_KIND_NAMES}"
-        where = f" trong '{name}'" if path else ""
+        where = f" trong {label}" if path else ""
         return pos, f"thiếu khóa '{field_name}'{where}", f"thêm dòng '{field_name}: ...'"
     if kind == "extra_forbidden":
         pos = positions.key(path)
@@ -1178,20 +1192,20 @@ def _translate(
                 "VD: equals: Android")
     if kind in ("string_type", "str_type"):
         if value is None:
-            return pos, f"'{name}' đang để trống", "viết nội dung sau dấu ':'"
+            return pos, f"{label} đang để trống", "viết nội dung sau dấu ':'"
         hint = "đặt văn bản trong ngoặc kép"
         if isinstance(value, dict | list):
             hint = "văn bản bắt đầu bằng '{' hoặc '[' phải đặt trong ngoặc kép"
-        return pos, f"'{name}' cần văn bản nhưng {_describe(value)}", hint
+        return pos, f"{label} cần văn bản nhưng {_describe(value)}", hint
     if kind in ("int_parsing", "int_type", "int_from_float"):
         hint = "chỉ viết chữ số, VD: 3"
         if isinstance(value, float) and round(value * 1000) % 1000 and value < 1000:
             hint = f"không dùng dấu chấm ngăn cách hàng nghìn: viết {round(value * 1000)}"
-        return pos, f"'{name}' cần một số nguyên nhưng {_describe(value)}", hint
+        return pos, f"{label} cần một số nguyên nhưng {_describe(value)}", hint
     if kind in ("float_parsing", "float_type"):
-        return pos, f"'{name}' cần một số nhưng {_describe(value)}", "chỉ viết chữ số, VD: 10"
+        return pos, f"{label} cần một số nhưng {_describe(value)}", "chỉ viết chữ số, VD: 10"
     if kind in ("bool_parsing", "bool_type"):
-        return pos, f"'{name}' cần true hoặc false nhưng {_describe(value)}", "VD: exists: true"
+        return pos, f"{label} cần true hoặc false nhưng {_describe(value)}", "VD: exists: true"
     if kind == "string_pattern_mismatch":
         if name == "quota":
             return pos, f"chỉ tiêu '{value}' không hợp lệ", "VD: quota: 2356 hoặc quota: 40%"
@@ -1200,14 +1214,16 @@ def _translate(
                     "và dấu _, bắt đầu bằng chữ",
                     f"VD: {slugify(str(value))}")
         return pos, f"'{value}' không đúng dạng yêu cầu ({ctx.get('pattern', '')})", ""
+    if kind == "string_too_short" and value == "":
+        return pos, f"{label} đang để trống", "viết nội dung sau dấu ':'"
     if kind in ("too_short", "string_too_short"):
         what = {"steps": "kịch bản cần ít nhất một bước", "choices": "cần ít nhất một lựa chọn",
                 "branch": "branch cần ít nhất một trường hợp"}.get(name)
-        return pos, what or f"'{name}' quá ngắn", "thêm ít nhất một mục"
+        return pos, what or f"{label} quá ngắn", "thêm ít nhất một mục"
     if kind in ("greater_than_equal", "greater_than"):
-        return pos, f"'{name}' phải từ {ctx.get('ge', ctx.get('gt'))} trở lên", ""
+        return pos, f"{label} phải từ {ctx.get('ge', ctx.get('gt'))} trở lên", ""
     if kind in ("less_than_equal", "less_than"):
-        return pos, f"'{name}' tối đa là {ctx.get('le', ctx.get('lt'))}", ""
+        return pos, f"{label} tối đa là {ctx.get('le', ctx.get('lt'))}", ""
     if kind in ("enum", "literal_error"):
         options = [o.strip(" '") for o in re.split(r",| or ", str(ctx.get("expected", "")))
                    if o.strip(" '")]
@@ -1216,13 +1232,13 @@ def _translate(
             message += f" — {did_you_mean(value, options)}"
         return pos, message, f"chọn một trong: {', '.join(options)}"
     if kind.startswith("date") or kind.startswith("datetime"):
-        return (pos, f"'{name}' cần một ngày nhưng {_describe(value)}",
+        return (pos, f"{label} cần một ngày nhưng {_describe(value)}",
                 "viết năm-tháng-ngày, VD: 2023-08-07")
     if kind in ("tuple_type", "list_type"):
-        return (pos, f"'{name}' cần một danh sách nhưng {_describe(value)}",
+        return (pos, f"{label} cần một danh sách nhưng {_describe(value)}",
                 "mỗi mục một dòng bắt đầu bằng '- ', hoặc viết [a, b]")
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return (pos, f"'{name}' cần các khóa con nhưng {_describe(value)}",
+        return (pos, f"{label} cần các khóa con nhưng {_describe(value)}",
                 "viết các dòng 'khóa: giá trị' thụt vào 2 dấu cách")
     if kind == "value_error":
         message = str(error["msg"]).removeprefix("Value error, ")

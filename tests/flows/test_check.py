@@ -43,11 +43,16 @@ def expectations(path: Path) -> list[Expectation]:
         match = EXPECT.match(line)
         if match is None:
             break
-        found.append(Expectation(
-            BROKEN / match["file"] if match["file"] else path,
-            int(match["line"]), int(match["column"]), match["message"].strip(),
-            match["hint"], Severity.WARNING if match["warning"] else Severity.ERROR,
-        ))
+        found.append(
+            Expectation(
+                BROKEN / match["file"] if match["file"] else path,
+                int(match["line"]),
+                int(match["column"]),
+                match["message"].strip(),
+                match["hint"],
+                Severity.WARNING if match["warning"] else Severity.ERROR,
+            )
+        )
     return found
 
 
@@ -94,7 +99,10 @@ def test_python_tag_is_never_executed(tmp_path: Path) -> None:
     marker = tmp_path / "loa-pwned-marker"
     result = subprocess.run(
         [sys.executable, "-m", "bots.cli", "check", str(target)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 1
@@ -141,14 +149,18 @@ def test_missing_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- inline cases
 
 CASES: dict[str, tuple[str, tuple[int, int, str, Severity]]] = {
-    "duplicate save key": ("""\
+    "duplicate save key": (
+        """\
 flows:
   dang_ky:
     steps:
       - {id: a, ask: Tên, save: ho_ten}
       - {id: b, ask: Tên lại, save: ho_ten}
-""", (5, 37, "trường 'ho_ten' đã được lưu", Severity.ERROR)),
-    "link to unknown flow": ("""\
+""",
+        (5, 37, "trường 'ho_ten' đã được lưu", Severity.ERROR),
+    ),
+    "link to unknown flow": (
+        """\
 organisations:
   tan-phu:
     name: Tân Phú
@@ -156,14 +168,20 @@ organisations:
 flows:
   cong_dan_so:
     steps: [{say: Chào}]
-""", (4, 24, "không có kịch bản nào tên 'cong_dan_sô'", Severity.ERROR)),
-    "menu names unknown flow": ("""\
+""",
+        (4, 24, "không có kịch bản nào tên 'cong_dan_sô'", Severity.ERROR),
+    ),
+    "menu names unknown flow": (
+        """\
 menu: menuu
 flows:
   menu:
     steps: [{say: Chào}]
-""", (1, 7, "không có kịch bản nào tên 'menuu'", Severity.ERROR)),
-    "branch on a field nobody saves": ("""\
+""",
+        (1, 7, "không có kịch bản nào tên 'menuu'", Severity.ERROR),
+    ),
+    "branch on a field nobody saves": (
+        """\
 flows:
   a:
     steps:
@@ -173,36 +191,51 @@ flows:
       - branch:
           - {if: {field: he_dieu_hanhh, equals: Android}, goto: android}
       - {id: android, end: Mở CH Play}
-""", (8, 26, "không có bước nào lưu trường 'he_dieu_hanhh'", Severity.ERROR)),
-    "action goto unknown flow": ("""\
+""",
+        (8, 26, "không có bước nào lưu trường 'he_dieu_hanhh'", Severity.ERROR),
+    ),
+    "action goto unknown flow": (
+        """\
 flows:
   a:
     steps:
       - {action: goto, flow: huong_dan}
-""", (4, 30, "không có kịch bản nào tên 'huong_dan'", Severity.ERROR)),
-    "submit without campaign": ("""\
+""",
+        (4, 30, "không có kịch bản nào tên 'huong_dan'", Severity.ERROR),
+    ),
+    "submit without campaign": (
+        """\
 flows:
   a:
     steps:
       - action: submit
         say: Cảm ơn
-""", (4, 17, "action: submit cần kịch bản có 'campaign'", Severity.ERROR)),
-    "flow nobody opens": ("""\
+""",
+        (4, 17, "action: submit cần kịch bản có 'campaign'", Severity.ERROR),
+    ),
+    "flow nobody opens": (
+        """\
 flows:
   menu:
     steps: [{say: Chào}]
   lac_loai:
     steps: [{say: Không ai tới đây}]
-""", (4, 3, "kịch bản 'lac_loai' không được mở", Severity.WARNING)),
-    "personal data without consent": ("""\
+""",
+        (4, 3, "kịch bản 'lac_loai' không được mở", Severity.WARNING),
+    ),
+    "personal data without consent": (
+        """\
 flows:
   a:
     steps:
       - ask: Số điện thoại của bạn là
         expect: phone
         save: so_dien_thoai
-""", (6, 15, "chưa hỏi người dùng đồng ý", Severity.WARNING)),
-    "choices that read the same without diacritics": ("""\
+""",
+        (6, 15, "chưa hỏi người dùng đồng ý", Severity.WARNING),
+    ),
+    "choices that read the same without diacritics": (
+        """\
 flows:
   a:
     steps:
@@ -211,19 +244,28 @@ flows:
           - {title: Có, goto: a2}
           - {title: Co, goto: a2}
       - {id: a2, end: Xong}
-""", (7, 21, "trùng với một lựa chọn khác ở dòng 6", Severity.ERROR)),
-    "placeholder that is not a field name": ("""\
+""",
+        (7, 21, "trùng với một lựa chọn khác ở dòng 6", Severity.ERROR),
+    ),
+    "placeholder that is not a field name": (
+        """\
 flows:
   a:
     steps:
       - say: "Chào {Họ tên}!"
-""", (4, 20, "'{Họ tên}' không phải tên trường hợp lệ", Severity.ERROR)),
-    "flow id with diacritics": ("""\
+""",
+        (4, 20, "'{Họ tên}' không phải tên trường hợp lệ", Severity.ERROR),
+    ),
+    "flow id with diacritics": (
+        """\
 flows:
   đăng ký:
     steps: [{say: Chào}]
-""", (2, 3, "tên kịch bản 'đăng ký'", Severity.ERROR)),
-    "unordered waves": ("""\
+""",
+        (2, 3, "tên kịch bản 'đăng ký'", Severity.ERROR),
+    ),
+    "unordered waves": (
+        """\
 campaigns:
   c:
     title: C
@@ -233,8 +275,11 @@ campaigns:
 flows:
   a:
     steps: [{say: Chào}]
-""", (6, 29, "đợt 'Đợt 1' bắt đầu trước đợt 'Đợt 2'", Severity.ERROR)),
-    "unknown channel": ("""\
+""",
+        (6, 29, "đợt 'Đợt 1' bắt đầu trước đợt 'Đợt 2'", Severity.ERROR),
+    ),
+    "unknown channel": (
+        """\
 organisations:
   tan-phu:
     name: Tân Phú
@@ -243,7 +288,9 @@ organisations:
 flows:
   a:
     steps: [{say: Chào}]
-""", (5, 7, "kênh 'telegramm' không được hỗ trợ", Severity.ERROR)),
+""",
+        (5, 7, "kênh 'telegramm' không được hỗ trợ", Severity.ERROR),
+    ),
 }
 
 
@@ -334,9 +381,11 @@ flows:
         say: Cảm ơn bạn! Ban Tổ chức sẽ xét duyệt minh chứng {vneid} cho bạn.
 """
 
-UNITS = "Mã;Tên đơn vị;Khu vực;Số đoàn viên;Chỉ tiêu\n" \
-        "p-hoa-thanh;Đoàn phường Hòa Thạnh;Khu vực 1;1.200;40%\n" \
-        "thpt-tan-phu;Đoàn trường THPT Tân Phú;Khu vực 2;5891;2356\n"
+UNITS = (
+    "Mã;Tên đơn vị;Khu vực;Số đoàn viên;Chỉ tiêu\n"
+    "p-hoa-thanh;Đoàn phường Hòa Thạnh;Khu vực 1;1.200;40%\n"
+    "thpt-tan-phu;Đoàn trường THPT Tân Phú;Khu vực 2;5891;2356\n"
+)
 
 
 def write_valid_bundle(folder: Path) -> Path:
@@ -359,14 +408,19 @@ def test_valid_bundle_passes(tmp_path: Path) -> None:
     step = loaded.bundle.flows["cong_dan_so"].steps[0]
     assert step.image == "quan/media/mau-vneid.png"  # rebased onto the main file's folder
     assert loaded.positions.at(("flows", "cong_dan_so", "steps", 0, "image")).file == str(
-        tmp_path / "quan" / "tan-phu.yaml")
+        tmp_path / "quan" / "tan-phu.yaml"
+    )
 
 
-def run_cli(*args: str, cwd: Path | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bots.cli", *args], cwd=cwd or ROOT, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-m", "bots.cli", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 
@@ -394,13 +448,16 @@ def test_cli_passes_a_valid_bundle_and_fails_a_broken_one(tmp_path: Path) -> Non
 
 def test_cli_reads_loa_config_and_warnings_do_not_fail(tmp_path: Path) -> None:
     path = tmp_path / "kich-ban.yaml"
-    path.write_text("flows:\n  menu:\n    steps: [{say: Chào}]\n  lac:\n    steps: [{say: A}]\n",
-                    encoding="utf-8")
+    path.write_text(
+        "flows:\n  menu:\n    steps: [{say: Chào}]\n  lac:\n    steps: [{say: A}]\n",
+        encoding="utf-8",
+    )
     result = run_cli("check", cwd=tmp_path, env={"LOA_CONFIG": str(path)})
     assert result.returncode == 0
     assert "cảnh báo: kịch bản 'lac' không được mở" in result.stdout
     assert result.stdout.splitlines()[-1] == (
-        f"{path}: không có lỗi, 1 cảnh báo (2 kịch bản, 2 bước)")
+        f"{path}: không có lỗi, 1 cảnh báo (2 kịch bản, 2 bước)"
+    )
 
 
 def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) -> None:
@@ -418,8 +475,9 @@ def test_check_imports_nothing_heavy(tmp_path: Path) -> None:
         " & {'transitions', 'aiohttp', 'sqlalchemy', 'redis', 'PIL', 'orjson'})\n"
         "print('HEAVY', heavy, code)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip().splitlines()[-1] == "HEAVY [] 0", result.stdout + result.stderr
 
 
@@ -427,12 +485,14 @@ def test_check_is_fast_on_a_thirty_step_flow(tmp_path: Path) -> None:
     steps = "\n".join(
         f"      - ask: Câu hỏi số {n} của bạn là gì, {{ho_ten}}?\n"
         f"        expect: {{text: {{min: 2}}}}\n"
-        f"        save: cau_{n}" for n in range(29)
+        f"        save: cau_{n}"
+        for n in range(29)
     )
     path = tmp_path / "flows.yaml"
     path.write_text(
         "flows:\n  dai:\n    steps:\n      - {ask: Tên bạn, save: ho_ten}\n" + steps + "\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     check(path)  # warm the imports
     started = time.perf_counter()
     problems = check(path)

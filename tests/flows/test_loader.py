@@ -156,6 +156,19 @@ def test_explicit_standard_tag_is_allowed(tmp_path: Path) -> None:
             "'retry' cần văn bản nhưng là một nhóm khóa",
             "ngoặc kép",
         ),
+        (
+            "{ask: Tên, expect: {text: 4}}",
+            29,
+            "tham số của kiểu 'text' viết chưa đúng",
+            "{text: {min: 1, max: 10}}",
+        ),
+        ("{say: Chọn, choices: [{title: ''}]}", 39, "'title' đang để trống", "viết nội dung"),
+        (
+            "{say: Chọn, choices: [Có]}",
+            31,
+            "mục 1 của 'choices' cần các khóa con",
+            "khóa: giá trị",
+        ),
     ],
 )
 def test_schema_errors_in_vietnamese_at_the_right_place(
