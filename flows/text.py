@@ -175,7 +175,7 @@ class Command(enum.Enum):
 
 _COMMAND_WORDS: dict[Command, tuple[str, ...]] = {
     Command.MENU: ("menu", "bắt đầu lại", "về menu", "màn hình chính", "restart"),
-    Command.CANCEL: ("hủy", "huỷ", "thoát", "dừng", "dừng lại", "cancel", "/cancel"),
+    Command.CANCEL: ("hủy", "huỷ", "thoát", "dừng lại", "cancel", "/cancel"),
     Command.HELP: ("trợ giúp", "giúp", "giúp tôi", "help", "/help", "hướng dẫn sử dụng"),
     Command.STATUS: ("kết quả", "tra cứu", "xem kết quả", "trạng thái", "/status"),
     Command.EDIT: ("sửa thông tin", "sửa đăng ký", "cập nhật thông tin", "/edit"),

@@ -150,3 +150,18 @@ def test_unrelated_text_finds_no_unit() -> None:
     found = match_unit("xyz qwerty", UNITS)
     assert found.unit is None
     assert found.suggestions == ()
+
+
+def test_dung_without_accents_is_yes_not_cancel() -> None:
+    # "đúng" folds to "dung", which is also "dừng" without accents: answering "đúng" to a
+    # yes/no question must never cancel the conversation.
+    for typed in ("đúng", "dung", "Đúng", "DUNG"):
+        assert match_command(typed) is None
+        assert match_yes_no(typed) is True
+    assert match_command("dừng lại") is Command.CANCEL
+
+
+def test_no_command_word_collides_with_a_yes_no_answer() -> None:
+    from flows.text import COMMANDS, YES_NO
+
+    assert not set(COMMANDS) & set(YES_NO)
