@@ -18,18 +18,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from flows.loader import (
-    Loaded,
-    NodePath,
-    Problem,
-    Severity,
-    did_you_mean,
-    fold,
-    load,
-    slugify,
-    with_problems,
-)
+from flows.loader import Loaded, load, with_problems
 from flows.placeholders import BUILTIN_FIELDS, placeholders
+from flows.problems import NodePath, Problem, Severity
 from flows.schema import (
     REF,
     SLUG,
@@ -52,6 +43,7 @@ from flows.schema import (
     step_kind,
 )
 from flows.steps import MENU, Edge, EdgeKind, edges, step_id, step_ids, waits
+from flows.suggest import did_you_mean, fold, slugify
 
 # A yes/no question saving this field is the consent question: personal data comes after it.
 CONSENT_FIELD = "dong_y"

@@ -16,9 +16,9 @@ from transitions import State
 from transitions.extensions.diagrams import GraphMachine
 
 from flows.check import default_config, format_problem, load_checked, step_text
-from flows.loader import did_you_mean
 from flows.schema import ActionStep, Flow, step_kind
 from flows.steps import MENU, EdgeKind, edges, step_ids
+from flows.suggest import did_you_mean
 
 FLOW_PREFIX = "flow__"  # diagram states standing for another flow
 
