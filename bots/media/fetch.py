@@ -28,11 +28,11 @@ import orjson
 from yarl import URL
 
 from bots.media.errors import DownloadFailed, HostNotAllowed, TooLarge
+from bots.media.limits import MAX_BYTES
 from flows.vocab import Channel
 
 log = logging.getLogger("loa.media")
 
-MAX_BYTES = 10 * 2**20  # one piece of evidence (a phone screenshot is well under 5 MB)
 CHUNK = 64 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 

@@ -45,13 +45,11 @@ from bots.media.errors import (
     TooManyPixels,
     UnsupportedFile,
 )
-from bots.media.fetch import MAX_BYTES
+from bots.media.limits import MAX_BYTES, MAX_PIXELS
 
 log = logging.getLogger("loa.media")
 
 T = TypeVar("T")
-
-MAX_PIXELS = 40_000_000  # 40 MP: above any phone screen or camera in use
 
 # Pillow's names of the formats evidence images may have, and their MIME types.
 IMAGE_FORMATS = {
@@ -271,6 +269,11 @@ class InspectPool:
                 max_tasks_per_child=self.max_tasks_per_child,
             )
         return self._executor
+
+    async def start(self) -> None:
+        """Start the workers now (server start-up) rather than on the first image: the fork
+        server imports Pillow, NumPy and SciPy's FFT once, which takes a second or two."""
+        await asyncio.gather(*(self.run(os.getpid) for _ in range(self.workers)))
 
     @property
     def started(self) -> bool:

@@ -160,7 +160,9 @@ class FakeCdn:
             await self._runner.cleanup()
 
     @web.middleware
-    async def _record(self, request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    async def _record(
+        self, request: web.Request, handler: web.RequestHandler
+    ) -> web.StreamResponse:
         self.seen.append(request.path)
         return await handler(request)
 
