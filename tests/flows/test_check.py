@@ -92,7 +92,7 @@ def test_broken_file_is_reported_where_the_mistake_is(path: Path) -> None:
         assert problem.hint, f"no hint for {problem}"
 
 
-def test_python_tag_is_never_executed(tmp_path: Path) -> None:
+def test_python_tag_is_never_executed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = (BROKEN / "python_tag.yaml").read_text(encoding="utf-8")
     target = tmp_path / "flows.yaml"
     target.write_text(source, encoding="utf-8")
@@ -109,12 +109,8 @@ def test_python_tag_is_never_executed(tmp_path: Path) -> None:
     assert "!!python/object/apply:os.system" in result.stdout
     assert not marker.exists()
     # The fixture is live: a loader that constructs Python objects would have run it.
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        yaml.unsafe_load(source)
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)
+    yaml.unsafe_load(source)
     assert marker.exists()
 
 
