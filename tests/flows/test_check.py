@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -477,7 +476,8 @@ def test_check_imports_nothing_heavy(tmp_path: Path) -> None:
     assert result.stdout.strip().splitlines()[-1] == "HEAVY [] 0", result.stdout + result.stderr
 
 
-def test_check_is_fast_on_a_thirty_step_flow(tmp_path: Path) -> None:
+def test_check_passes_a_thirty_step_flow(tmp_path: Path) -> None:
+    # Speed is measured in bench/, never asserted in tests; this checks correctness only.
     steps = "\n".join(
         f"      - ask: Câu hỏi số {n} của bạn là gì, {{ho_ten}}?\n"
         f"        expect: {{text: {{min: 2}}}}\n"
@@ -489,12 +489,8 @@ def test_check_is_fast_on_a_thirty_step_flow(tmp_path: Path) -> None:
         "flows:\n  dai:\n    steps:\n      - {ask: Tên bạn, save: ho_ten}\n" + steps + "\n",
         encoding="utf-8",
     )
-    check(path)  # warm the imports
-    started = time.perf_counter()
     problems = check(path)
-    elapsed = time.perf_counter() - started
     assert [p for p in problems if p.is_error] == []
-    assert elapsed < 0.3, f"check took {elapsed:.3f} s"
 
 
 def test_check_writes_nothing(tmp_path: Path) -> None:
