@@ -69,7 +69,8 @@
 
   function render(entry) {
     var row = document.createElement("div");
-    row.className = "row " + (entry.who === "bot" ? "bot" : "me");
+    row.className = "row " + (entry.who === "bot" ? "bot" : "me") +
+      (entry.status === "error" || entry.status === "failed" ? " unsent" : "");
     var bubble = document.createElement("div");
     bubble.className = "bubble" + (entry.notice ? " notice-" + entry.notice : "") +
       (entry.image && !entry.text ? " photo" : "");
@@ -84,7 +85,7 @@
       bubble.appendChild(link);
     } else if (entry.kind === "image") {
       var ph = document.createElement("span");
-      ph.className = "placeholder"; ph.textContent = "🖼 Ảnh đã gửi";
+      ph.className = "placeholder"; ph.textContent = "Ảnh" + (entry.name ? ": " + entry.name : "");
       bubble.appendChild(ph);
     }
     if (entry.text) {
@@ -118,6 +119,7 @@
   function update(entry) {
     var old = entry.el;
     if (old && old.parentNode) old.parentNode.replaceChild(render(entry), old);
+    if (transcript.indexOf(entry) >= transcript.length - 2) scrollDown();
     persist();
   }
 
@@ -136,7 +138,7 @@
   function persist() {
     var keep = transcript.slice(-MAX_KEEP).map(function (e) {
       return { who: e.who, text: e.text, image: e.who === "bot" ? e.image : e.thumb, kind: e.kind,
-               choices: e.choices, notice: e.notice, id: e.id, status: e.status, error: e.error,
+               choices: e.choices, notice: e.notice, id: e.id, status: e.status, error: e.error, name: e.name,
                start: e.start, ref: e.ref, payload: e.payload, at: e.at };
     });
     save(ns + "log", keep);
@@ -145,8 +147,15 @@
 
   function showChoices() {
     choicesEl.textContent = "";
-    var last = transcript[transcript.length - 1];
-    if (!last || last.who !== "bot" || !last.choices || !last.choices.length) {
+    // The latest bot message's buttons, unless the person has answered it since (a message
+    // the server refused is no answer: the buttons come back).
+    var last = null;
+    for (var i = transcript.length - 1; i >= 0; i--) {
+      var e = transcript[i];
+      if (e.who === "bot") { last = e; break; }
+      if (e.status !== "error" && e.status !== "failed") break;
+    }
+    if (!last || !last.choices || !last.choices.length) {
       choicesEl.hidden = true;
       return;
     }
@@ -159,6 +168,7 @@
       choicesEl.appendChild(b);
     });
     choicesEl.hidden = false;
+    scrollDown();
   }
 
   function typing(on) {
@@ -211,6 +221,7 @@
         entry.status = "failed";
       }
       if (entry.el) update(entry); else persist();
+      if (entry.status !== "sent") showChoices();
     }
     sending = false;
   }
@@ -282,7 +293,8 @@
     fileInput.value = "";
     if (!file) return;
     var thumb = await thumbnail(file);
-    sendEntry({ who: "me", kind: "image", file: file, image: thumb, thumb: thumb });
+    sendEntry({ who: "me", kind: "image", file: file, image: thumb, thumb: thumb,
+                name: (file.name || "").slice(0, 60) });
   }
 
   function grow() {

@@ -168,6 +168,10 @@ def test_registration_and_an_upload_at_phone_size(server: str, tmp_path: Path) -
         sample = page.locator(".row.bot img").last
         expect(sample).to_be_visible()
         assert sample.evaluate("img => img.complete && img.naturalWidth > 0")
+        note = tmp_path / "ghi-chu.txt"
+        note.write_text("không phải ảnh", encoding="utf-8")
+        page.set_input_files("#file", str(note))
+        expect(page.locator(".row.me .meta.error").last).to_contain_text("không phải là ảnh")
         shot = tmp_path / "vneid.png"
         shot.write_bytes(screenshot_png("VNeID"))
         page.set_input_files("#file", str(shot))
