@@ -395,7 +395,8 @@ class Pipeline:
                     error = getattr(turn, "error", None)
                     if error:
                         log.error(
-                            "conversation %s: engine error on %s: %s", key, item.message_id, error
+                            "conversation %s: engine error on %s: %s",
+                            key, item.message_id, error, exc_info=error,
                         )
                     if turn.events and records is not None:
                         await records.apply(key, inbound.message_id, turn.events, now)

@@ -279,3 +279,26 @@ async def test_engine_errors_are_logged_and_apologised_for(
     assert [m.notice for _, m in adapter.sent] == [NoticeKind.ERROR]
     assert "boom" in caplog.text
     assert await store.claim(KEY, "probe") is None  # moved past the message, not stuck on it
+
+
+@pytest.mark.parametrize("make_store", ["memory"], indirect=True)
+async def test_an_error_the_engine_reports_is_logged_with_its_traceback(
+    make_store: StoreFactory, echo_flows: Flows, caplog: Any
+) -> None:
+    from flows.engine import Turn
+
+    store = await make_store()
+    adapter = Recorder()
+    real = Engine(echo_flows.compiled)
+
+    class Reporting:
+        def handle(self, session: Any, inbound: Any, now: datetime) -> Any:
+            turn = real.handle(session, inbound, now)
+            return Turn(turn.session, turn.outbound, turn.events, ValueError("placeholder"))
+
+    pipeline = Pipeline(store, Reporting(), codec, adapters={Channel.TELEGRAM: adapter})
+    with caplog.at_level(logging.ERROR, logger="loa.pipeline"):
+        await pipeline.process(inbound("u1", kind=InboundKind.START, message_id="start-7"))
+    (record,) = [r for r in caplog.records if "engine error" in r.getMessage()]
+    assert "start-7" in record.getMessage() and record.exc_info is not None
+    assert adapter.texts() == ["Bạn gửi gì?"]  # the turn's replies still go out
