@@ -199,7 +199,8 @@ class Fetcher:
         body is returned too (a Bot API explains its refusals in JSON)."""
         cap = self.limits.max_bytes if max_bytes is None else max_bytes
         try:
-            current = URL(url) if isinstance(url, str) else url
+            # as the platform wrote it: requoting could break a signed link's query
+            current = URL(url, encoded=True) if isinstance(url, str) else url
         except (ValueError, TypeError):
             raise DownloadFailed("not a URL") from None
         session = self._session()
@@ -212,7 +213,7 @@ class Fetcher:
                         if not location:
                             raise DownloadFailed(f"redirect without Location: {redact(current)}")
                         try:
-                            current = current.join(URL(location))
+                            current = current.join(URL(location, encoded=True))
                         except (ValueError, TypeError):
                             raise DownloadFailed(f"bad redirect from {redact(current)}") from None
                         continue

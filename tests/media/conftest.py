@@ -14,7 +14,7 @@ Everything is made here (Pillow, zxing-cpp's QR writer); nothing reaches the int
     /flaky/{name}               503 the first `cdn.flaky` times, then the body
     /bot{token}/getFile         Telegram getFile (`cdn.tg_files[file_id] = (path, bytes)`)
     /file/bot{token}/{path}     Telegram file download
-Every request's path is recorded in `cdn.seen`.
+Every request's path is recorded in `cdn.seen` (and as sent, with its query, in `cdn.raw`).
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class FakeCdn:
         self.tg_files: dict[str, tuple[str, bytes]] = {}  # file_id → (file_path, body)
         self.tg_sizes: dict[str, int] = {}  # file_id → file_size to announce (default: real)
         self.seen: list[str] = []
+        self.raw: list[str] = []  # path and query exactly as requested
         self.slow_for = 5.0
         self.flaky = 0
         self.huge_total = 64 * 2**20
@@ -164,6 +165,7 @@ class FakeCdn:
         self, request: web.Request, handler: web.RequestHandler
     ) -> web.StreamResponse:
         self.seen.append(request.path)
+        self.raw.append(request.raw_path)
         return await handler(request)
 
     def _body(self, name: str) -> web.Response:

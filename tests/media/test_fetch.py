@@ -23,6 +23,13 @@ async def test_downloads_an_image_from_an_allowed_host(cdn: FakeCdn, fetcher: Fe
     assert body == image
 
 
+async def test_a_signed_link_is_requested_byte_exact(cdn: FakeCdn, fetcher: Fetcher) -> None:
+    cdn.files["a.png"] = (screenshot(1), "image/png")
+    signed = "/img/a.png?_nc_cat=1&oh=03_Q7cD%2Bx%3D%7E&oe=65F0"
+    assert await fetcher.fetch(cdn.url + signed, local_origins(cdn))
+    assert cdn.raw == [signed]
+
+
 async def test_redirect_to_a_foreign_host_is_refused(cdn: FakeCdn, fetcher: Fetcher) -> None:
     url = URL(f"{cdn.url}/to").with_query(location="https://evil.example/steal.png")
     with pytest.raises(HostNotAllowed):
