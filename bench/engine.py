@@ -1,0 +1,641 @@
+"""Loa on the peers' reference conversation: `uv run python -m bench.engine --users 2000 --json`.
+
+The same traffic, harness and reply checks as aiogram and python-telegram-bot in
+`../shared/bench` (SCENARIO.md), run through the code production runs:
+
+    raw Bot-API update dict
+      → adapters.telegram.parse_update                         (no aiogram, no pydantic)
+      → bots.pipeline.Pipeline.process: accept (de-dup) → claim (lock) → engine → records
+        → commit (compare-and-set session, outbox) → outbox → TelegramAdapter.send
+      → adapters.telegram.render → the exact sendMessage JSON body (orjson)
+      → a fake Bot API transport: reads the request, ReplyCounter.record(...), answers a canned
+        {"ok": true, "result": <Message>} JSON reply that the adapter parses.
+
+Configurations: loa-memory (in-process store), loa-sqlite (embedded SQLite store in a temporary
+directory, with the SQL records), loa-redis (Redis store: lock, de-dup, compare-and-set; unique
+key prefix removed afterwards). Each configuration runs in a fresh process (peak RSS is per
+configuration) unless exactly one is asked for with --runs 1.
+
+Extra modes for finding where the time goes: --layers (µs per update spent in each layer) and
+--profile N (cProfile of the timed region, top N functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import importlib.util
+import io
+import json
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+FLOWS = Path(__file__).resolve().parent / "flows.yaml"
+DISTRICT = "bench"
+CONFIGS = ("loa-memory", "loa-sqlite", "loa-redis")
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+BOT_ME = {"id": 123456789, "is_bot": True, "first_name": "Bench", "username": "bench_bot"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the peers' benchmark (scenario + harness), imported from ../shared/bench
+# ---------------------------------------------------------------------------------------------
+
+
+def peer_bench_dir() -> Path:
+    """Where the peers' scenario.py and harness.py live: $LOA_PEER_BENCH, else the shared
+    folder next to the repository."""
+    env = os.environ.get("LOA_PEER_BENCH")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "bench"
+    if not (path / "scenario.py").is_file() or not (path / "harness.py").is_file():
+        raise FileNotFoundError(
+            f"peer benchmark not found at {path} (set LOA_PEER_BENCH to the folder holding "
+            "scenario.py and harness.py)"
+        )
+    return path.resolve()
+
+
+def import_peer() -> tuple[ModuleType, ModuleType]:
+    """(scenario, harness) of the peer benchmark. Loaded from their files under their own
+    names without touching sys.path: the peers' folder also holds a `bench.py` that would
+    shadow this package."""
+    folder = peer_bench_dir()
+    modules = []
+    for name in ("scenario", "harness"):  # harness does `from scenario import ...`
+        module = sys.modules.get(name)
+        if module is None or Path(getattr(module, "__file__", "")).resolve().parent != folder:
+            spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+            if spec is None or spec.loader is None:
+                raise FileNotFoundError(folder / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        modules.append(module)
+    return modules[0], modules[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# the fake Bot API
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeBotApi:
+    """The Telegram server without the network: reads the request body the adapter serialised,
+    counts the reply, answers the canned JSON a real sendMessage returns (as bytes, parsed
+    back, exactly what an HTTP client's `await response.json()` would hand the adapter)."""
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+        self.message_id = 0
+
+    async def __call__(self, method: str, body: bytes) -> dict[str, Any]:
+        request = orjson.loads(body)
+        chat_id = request["chat_id"]
+        text = request.get("text", request.get("caption", ""))
+        self.counter.record(method, chat_id, text)
+        self.message_id += 1
+        result = {
+            "message_id": self.message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private"},
+            "from": BOT_ME,
+            "text": text,
+        }
+        reply: dict[str, Any] = orjson.loads(orjson.dumps({"ok": True, "result": result}))
+        return reply
+
+
+# ---------------------------------------------------------------------------------------------
+# wiring: engine, store, records, pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+def build_engine() -> tuple[Any, Any, Any]:
+    """(engine, session codec, compiled bundle) for bench/flows.yaml, loaded, checked and
+    compiled exactly as `loa serve` does it (bots.runtime.load_flows)."""
+    from bots.runtime import FlowsInvalid, load_flows
+    from flows import session as session_codec
+    from flows.engine import Engine
+
+    try:
+        flows = load_flows(FLOWS)
+    except FlowsInvalid as error:
+        raise SystemExit(f"bench/flows.yaml does not pass check:\n{error}") from error
+    return Engine(flows.compiled), session_codec, flows.compiled
+
+
+@dataclass
+class Wiring:
+    config: str
+    store: Any
+    records: Any = None
+    redis: Any = None  # the store's Redis client (loa-redis)
+    prefix: str = ""
+    tmp: Path | None = None
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            with contextlib.suppress(Exception):
+                await cleanup()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def records_wanted(config: str, records: str) -> bool:
+    if records == "auto":
+        return config == "loa-sqlite"
+    return records == "on"
+
+
+async def open_wiring(config: str, compiled: Any, records: str = "auto") -> Wiring:
+    from bots.state import open_store
+
+    if config == "loa-memory":
+        wiring = Wiring(config, await open_store(memory=True))
+    elif config == "loa-sqlite":
+        tmp = Path(tempfile.mkdtemp(prefix="loa-bench-"))
+        wiring = Wiring(config, await open_store(data_dir=tmp), tmp=tmp)
+    elif config == "loa-redis":
+        url = os.environ.get("LOA_REDIS_URL") or DEFAULT_REDIS
+        prefix = f"loabench:{os.getpid()}:{uuid.uuid4().hex[:8]}:"
+        from bots.state.redis import RedisStore
+
+        store = await RedisStore.connect(url, prefix=prefix)
+        wiring = Wiring(config, store, redis=store.client, prefix=prefix)
+
+        async def drop_keys() -> None:
+            await delete_prefix(store.client, prefix)
+
+        wiring.cleanups.append(drop_keys)
+    else:
+        raise SystemExit(f"unknown configuration {config!r}; one of {', '.join(CONFIGS)}")
+    wiring.cleanups.append(wiring.store.close)
+    if records_wanted(config, records):
+        if wiring.tmp is None:
+            wiring.tmp = Path(tempfile.mkdtemp(prefix="loa-bench-"))
+        wiring.records, db = await open_records(wiring.tmp, compiled)
+        wiring.cleanups.append(db.close)
+    return wiring
+
+
+async def open_records(folder: Path, compiled: Any) -> tuple[Any, Any]:
+    """The SQL records the pipeline writes in production (bots.runtime.SqlRecords over a
+    migrated SQLite file in `folder`): (records, database)."""
+    from bots.records import FileStore, Records, open_database
+    from bots.runtime import SqlRecords
+
+    db = await open_database(f"sqlite+aiosqlite:///{folder / 'records.sqlite3'}")
+    records = Records(db.sessions, FileStore(folder / "files"), reads=db.reads)
+    return SqlRecords(records, lambda: compiled), db
+
+
+async def delete_prefix(client: Any, prefix: str) -> int:
+    n = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            n += await client.delete(*batch)
+            batch.clear()
+    if batch:
+        n += await client.delete(*batch)
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# layer timing (--layers)
+# ---------------------------------------------------------------------------------------------
+
+
+class Layers:
+    """Wall time spent inside each layer's calls (ns), for a per-layer µs/update table."""
+
+    def __init__(self) -> None:
+        self.ns: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+
+    def reset(self) -> None:
+        for name in self.ns:
+            self.ns[name] = 0
+            self.calls[name] = 0
+
+    def sync(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        self.ns.setdefault(name, 0)
+        self.calls.setdefault(name, 0)
+        pc = time.perf_counter_ns
+        ns, calls = self.ns, self.calls
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = pc()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                ns[name] += pc() - t0
+                calls[name] += 1
+
+        return timed
+
+    def coro(self, name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        self.ns.setdefault(name, 0)
+        self.calls.setdefault(name, 0)
+        pc = time.perf_counter_ns
+        ns, calls = self.ns, self.calls
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = pc()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                ns[name] += pc() - t0
+                calls[name] += 1
+
+        return timed
+
+    def table(self, updates: int, total_us: float) -> dict[str, Any]:
+        rows = {
+            name: {
+                "us_per_update": round(self.ns[name] / updates / 1e3, 2),
+                "calls_per_update": round(self.calls[name] / updates, 2),
+            }
+            for name in self.ns
+        }
+        return {"total_us_per_update": round(total_us, 2), "layers": rows}
+
+
+class _Proxy:
+    """Forwards attribute access; lets --layers time methods of objects with __slots__."""
+
+    def __init__(self, target: Any, **overrides: Any) -> None:
+        self._target = target
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+def instrument(layers: Layers, engine: Any, codec: Any, wiring: Wiring) -> tuple[Any, Any]:
+    import bots.pipeline as pipeline_module
+
+    for name in ("encode_inbound", "decode_inbound", "encode_outbound", "decode_outbound"):
+        fn = getattr(pipeline_module, name, None)
+        if fn is not None:
+            setattr(pipeline_module, name, layers.sync(f"codec.{name}", fn))
+    engine = _Proxy(engine, handle=layers.sync("engine.handle", engine.handle))
+    codec = _Proxy(
+        codec,
+        dumps=layers.sync("session.dumps", codec.dumps),
+        loads=layers.sync("session.loads", codec.loads),
+    )
+    store = wiring.store
+    overrides = {
+        name: layers.coro(f"store.{name}", getattr(store, name))
+        for name in (
+            "accept",
+            "accept_and_claim",
+            "claim",
+            "commit",
+            "commit_with_outbox",
+            "release",
+            "outbox_read",
+            "outbox_ack",
+        )
+        if hasattr(store, name)
+    }
+    wiring.store = _Proxy(store, **overrides)
+    if wiring.records is not None:
+        records = wiring.records
+        wiring.records = _Proxy(
+            records,
+            **{
+                name: layers.coro(f"records.{name}", getattr(records, name))
+                for name in ("apply", "touch", "restore")
+                if hasattr(records, name)
+            },
+        )
+    return engine, codec
+
+
+# ---------------------------------------------------------------------------------------------
+# one configuration
+# ---------------------------------------------------------------------------------------------
+
+
+async def run_config(
+    config: str,
+    users: int,
+    concurrency: int = 1,
+    *,
+    warmup: int = 20,
+    records: str = "auto",
+    layers: bool = False,
+    profile: int = 0,
+    memory_users: int | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """Run one configuration; returns (the harness RESULT dict plus Loa's fields, counter).
+    Raises AssertionError if the replies are not exactly what the scenario requires."""
+    from adapters.telegram import TelegramAdapter, parse_update
+    from bots.pipeline import Pipeline
+    from flows.vocab import Channel
+
+    scenario, harness = import_peer()
+    counter = scenario.ReplyCounter()
+    engine, codec, compiled = build_engine()
+    wiring = await open_wiring(config, compiled, records)
+    try:
+        timer = Layers() if layers else None
+        transport: Callable[[str, bytes], Awaitable[dict[str, Any]]] = FakeBotApi(counter)
+        if timer is not None:
+            engine, codec = instrument(timer, engine, codec, wiring)
+            transport = timer.coro("transport (fake Bot API)", transport)
+        adapter = TelegramAdapter(DISTRICT, transport=transport)
+        if timer is not None:
+            adapter.send = timer.coro("adapter.send (render+json+transport)", adapter.send)  # type: ignore[method-assign]
+        pipeline = Pipeline(
+            wiring.store,
+            engine,
+            codec,
+            records=wiring.records,
+            adapters={Channel.TELEGRAM: adapter},
+        )
+        parse = parse_update if timer is None else timer.sync("parse_update", parse_update)
+        process = pipeline.process
+        district = DISTRICT
+
+        async def feed(raw: dict[str, Any]) -> None:
+            for inbound in parse(raw, district):
+                await process(inbound)
+
+        profiler = cProfile.Profile() if profile else None
+        cmd_counter: dict[str, int] = {}
+
+        async def before() -> None:
+            if timer is not None:
+                timer.reset()
+            if wiring.redis is not None:
+                _count_commands(wiring.redis, cmd_counter)
+            if profiler is not None:
+                profiler.enable()
+
+        async def after() -> float:
+            if profiler is not None:
+                profiler.disable()
+            return 0.0
+
+        extra = {
+            "framework": "loa",
+            "store": config.removeprefix("loa-"),
+            "records": wiring.records is not None,
+        }
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink):  # the harness prints its own RESULT line
+            result: dict[str, Any] = await harness.run_benchmark(
+                config,
+                feed,
+                users,
+                concurrency,
+                warmup_users=warmup,
+                before_timed=before,
+                after_timed=after,
+                extra=extra,
+            )
+        counter.check(users + warmup)
+        updates = result["updates"]
+        if cmd_counter:
+            total = sum(cmd_counter.values())
+            result["redis_cmds_per_update"] = round(total / updates, 3)
+            result["redis_cmds"] = dict(cmd_counter)
+            _count_commands(wiring.redis, None)
+        if timer is not None:
+            result["layers"] = timer.table(updates, result["us_per_update"])
+        if profiler is not None:
+            result["profile"] = _profile_text(profiler, profile)
+        if wiring.redis is not None:
+            result.update(
+                await redis_memory(
+                    wiring, scenario, feed, memory_users or users, first_user=users + warmup
+                )
+            )
+        return result, counter
+    finally:
+        await wiring.close()
+
+
+def _count_commands(client: Any, into: dict[str, int] | None) -> None:
+    """Count every command the store's client sends (None: stop counting)."""
+    original = client.__dict__.pop("_loa_original_execute", None)
+    if original is not None:
+        client.execute_command = original
+    if into is None:
+        return
+    original = client.execute_command
+    client.__dict__["_loa_original_execute"] = original
+
+    async def execute_command(*args: Any, **options: Any) -> Any:
+        name = str(args[0]).lower()
+        into[name] = into.get(name, 0) + 1
+        return await original(*args, **options)
+
+    client.execute_command = execute_command
+
+
+def _profile_text(profiler: cProfile.Profile, top: int) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+async def redis_memory(
+    wiring: Wiring, scenario: Any, feed: Callable[[dict[str, Any]], Awaitable[None]],
+    n: int, first_user: int,
+) -> dict[str, Any]:
+    """Redis memory per conversation: `n` new conversations stopped half-way (4 of 8 updates),
+    MEMORY USAGE summed over each conversation's keys (session, lock, de-dup window, inbox,
+    outbox); and the same for the conversations the timed run finished."""
+    from bots.state import conversation_id
+    from flows.vocab import Channel, ConversationKey
+
+    half = scenario.STEPS_PER_USER // 2
+    update_id = 50_000_000
+    for step in range(half):
+        for k in range(n):
+            update_id += 1
+            await feed(scenario.raw_update(update_id, first_user + k, step))
+
+    client, store = wiring.redis, wiring.store
+
+    async def usage(user_indexes: range) -> tuple[float, float, dict[str, float]]:
+        total = 0
+        keys = 0
+        by_kind: dict[str, int] = {}
+        for i in user_indexes:
+            key = ConversationKey(DISTRICT, Channel.TELEGRAM, str(scenario.BASE_USER_ID + i))
+            names = store.keys(key) if hasattr(store, "keys") else ()
+            if not names:  # a store without a key map: everything holding the conversation id
+                pattern = f"{wiring.prefix}*{conversation_id(key)}*"
+                names = [k async for k in client.scan_iter(match=pattern, count=1000)]
+            for name in names:
+                size = await client.memory_usage(name, samples=0)
+                if size:
+                    total += size
+                    keys += 1
+                    kind = name.decode() if isinstance(name, bytes) else name
+                    kind = kind[len(wiring.prefix):].split(":", 1)[0]
+                    by_kind[kind] = by_kind.get(kind, 0) + size
+        count = max(1, len(user_indexes))
+        return total / count, keys / count, {k: round(v / count, 1) for k, v in by_kind.items()}
+
+    half_bytes, half_keys, half_kinds = await usage(range(first_user, first_user + n))
+    done_n = min(n, first_user)
+    done_bytes, done_keys, _ = await usage(range(0, done_n))
+    return {
+        "redis_bytes_per_conversation_half_way": round(half_bytes, 1),
+        "redis_keys_per_conversation_half_way": round(half_keys, 2),
+        "redis_bytes_by_key_half_way": half_kinds,
+        "redis_half_way_conversations": n,
+        "redis_bytes_per_conversation_finished": round(done_bytes, 1),
+        "redis_keys_per_conversation_finished": round(done_keys, 2),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+SUMMARY_FIELDS = (
+    "config",
+    "concurrency",
+    "updates_per_s",
+    "us_per_update",
+    "lat_p50_us",
+    "lat_p99_us",
+    "peak_rss_mb",
+    "redis_cmds_per_update",
+    "redis_bytes_per_conversation_half_way",
+)
+MEDIAN_FIELDS = ("updates_per_s", "us_per_update", "lat_p50_us", "lat_p99_us", "peak_rss_mb",
+                 "rss_before_mb", "redis_cmds_per_update", "gc_gen2_during_run")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--warmup-users", type=int, default=20)
+    ap.add_argument("--config", default=",".join(CONFIGS),
+                    help="comma-separated: " + ", ".join(CONFIGS))
+    ap.add_argument("--runs", type=int, default=1, help="runs per configuration (median)")
+    ap.add_argument("--records", choices=("auto", "on", "off"), default="auto",
+                    help="write the SQL records (auto: only loa-sqlite)")
+    ap.add_argument("--json", action="store_true", help="one JSON object per line, nothing else")
+    ap.add_argument("--layers", action="store_true", help="time each layer (adds overhead)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="cProfile the timed region, print the top N functions to stderr")
+    ap.add_argument("--memory-users", type=int, default=None,
+                    help="conversations stopped half-way for the Redis memory figure "
+                         "(default: --users)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run every configuration in this process (no fresh process each)")
+    return ap.parse_args(argv)
+
+
+def _child_argv(args: argparse.Namespace, config: str) -> list[str]:
+    argv = [sys.executable, "-m", "bench.engine", "--in-process", "--json", "--config", config,
+            "--users", str(args.users), "--concurrency", str(args.concurrency),
+            "--warmup-users", str(args.warmup_users), "--records", args.records]
+    if args.memory_users is not None:
+        argv += ["--memory-users", str(args.memory_users)]
+    if args.layers:
+        argv.append("--layers")
+    return argv
+
+
+def _run_child(args: argparse.Namespace, config: str) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.run(_child_argv(args, config), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"{config} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for name in MEDIAN_FIELDS:
+        values = [r[name] for r in runs if isinstance(r.get(name), int | float)]
+        if values:
+            out[name] = round(statistics.median(values), 3)
+    out["runs"] = len(runs)
+    out["spread_updates_per_s"] = [r["updates_per_s"] for r in runs]
+    return out
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+        return
+    shown = {k: result[k] for k in SUMMARY_FIELDS if k in result}
+    print("  ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+    if "layers" in result:
+        layers = result["layers"]
+        print(f"    per-layer µs/update (total {layers['total_us_per_update']}):")
+        for name, row in sorted(layers["layers"].items(), key=lambda kv: -kv[1]["us_per_update"]):
+            print(f"      {name:42s} {row['us_per_update']:8.2f} µs  "
+                  f"{row['calls_per_update']:5.2f} calls")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configs = [c.strip() for c in args.config.split(",") if c.strip()]
+    for config in configs:
+        if config not in CONFIGS:
+            print(f"unknown configuration {config!r}; one of {', '.join(CONFIGS)}",
+                  file=sys.stderr)
+            return 2
+    in_process = args.in_process or args.profile or (len(configs) == 1 and args.runs == 1)
+    for config in configs:
+        runs = []
+        for _ in range(args.runs):
+            if in_process:
+                result, _ = asyncio.run(
+                    run_config(config, args.users, args.concurrency, warmup=args.warmup_users,
+                               records=args.records, layers=args.layers, profile=args.profile,
+                               memory_users=args.memory_users)
+                )
+                profile_text = result.pop("profile", None)
+                if profile_text:
+                    print(profile_text, file=sys.stderr)
+            else:
+                result = _run_child(args, config)
+            runs.append(result)
+        _emit(_median(runs), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
