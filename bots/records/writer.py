@@ -186,6 +186,8 @@ async def _save_evidence(
         item.mime = attachment.mime or None
         item.size = attachment.size
         item.platform_unique_id = attachment.unique_id
+        item.qr_payload = attachment.qr
+        item.perceptual_hash = attachment.phash
     session.add(item)
     draft.updated_at = now
 

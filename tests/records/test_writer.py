@@ -329,3 +329,22 @@ async def test_two_writers_on_one_sqlite_file_both_succeed(tmp_path: Path) -> No
     finally:
         for db in dbs:
             await db.close()
+
+
+async def test_evidence_keeps_the_decoded_qr_and_perceptual_hash(
+    db: Database, records: Records, files: FileStore
+) -> None:
+    # A bank QR payload identifies a person far better than a perceptual hash: both must reach
+    # the evidence row so the review queue can flag duplicates.
+    shot = _screenshot(files, b"bank qr screenshot")
+    qr = "00020101021238570010A000000727012700069704220113VQRQ0001234560208QRIBFTTA"
+    shot = Attachment(
+        mime=shot.mime, url=shot.url, unique_id=shot.unique_id, size=shot.size,
+        sha256=shot.sha256, qr=qr, phash="c3c3e1e1f0f07878",
+    )  # fmt: skip
+    await records.apply(AN, "mid.1", _registration(), T0)
+    await records.apply(AN, "mid.2", [EvidenceSaved("cong_dan_so", "thanh_toan", attachment=shot)], T0)
+    async with db.reads() as session:
+        item = await session.scalar(select(EvidenceItem))
+        assert item is not None
+        assert (item.qr_payload, item.perceptual_hash) == (qr, "c3c3e1e1f0f07878")
