@@ -1002,7 +1002,9 @@ def _attachment_ref(a: Attachment) -> str:
     return a.sha256 or a.unique_id or a.file_id or a.url or a.name or ""
 
 
-_ATTACHMENT_FIELDS = ("mime", "url", "file_id", "unique_id", "size", "sha256", "name", "qr", "phash")
+_ATTACHMENT_FIELDS = (
+    "mime", "url", "file_id", "unique_id", "size", "sha256", "name", "qr", "phash",
+)  # fmt: skip
 
 
 def _hold_evidence(text: str | None, attachment: Attachment | None) -> dict[str, Any]:

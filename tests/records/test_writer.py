@@ -343,7 +343,8 @@ async def test_evidence_keeps_the_decoded_qr_and_perceptual_hash(
         sha256=shot.sha256, qr=qr, phash="c3c3e1e1f0f07878",
     )  # fmt: skip
     await records.apply(AN, "mid.1", _registration(), T0)
-    await records.apply(AN, "mid.2", [EvidenceSaved("cong_dan_so", "thanh_toan", attachment=shot)], T0)
+    evidence = EvidenceSaved("cong_dan_so", "thanh_toan", attachment=shot)
+    await records.apply(AN, "mid.2", [evidence], T0)
     async with db.reads() as session:
         item = await session.scalar(select(EvidenceItem))
         assert item is not None
