@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -75,15 +75,23 @@ def encode_inbound(inbound: Inbound) -> bytes:
         inbound.text,
         inbound.payload,
         inbound.ref,
-        [
-            [a.mime, a.url, a.file_id, a.unique_id, a.size, a.sha256, a.name]
-            for a in inbound.attachments
-        ],
+        [_attachment_row(a) for a in inbound.attachments],
         inbound.data,
     ]
     while len(row) > 3 and not row[-1]:
         row.pop()
     return orjson.dumps(row)
+
+
+_ATTACHMENT_FIELDS = tuple(f.name for f in fields(Attachment))  # positional, in declared order
+
+
+def _attachment_row(attachment: Attachment) -> list[Any]:
+    # Fields are only ever appended to Attachment, so older rows still decode positionally.
+    row = [getattr(attachment, name) for name in _ATTACHMENT_FIELDS]
+    while row and row[-1] is None:
+        row.pop()
+    return row
 
 
 def decode_inbound(payload: bytes, key: ConversationKey) -> Inbound:
@@ -175,6 +183,15 @@ class Records(Protocol):
         ...
 
 
+Capture = Callable[[Inbound], Awaitable[Inbound]]
+"""The media step before the engine (bots.media.MediaCapture.capture): an IMAGE/FILE inbound
+comes back with its attachments downloaded, checked and stored. It refuses a message by raising
+an exception with a `text` attribute (the Vietnamese reason); any other exception is an outage
+(the message stays in the inbox and is retried)."""
+
+_MEDIA = frozenset({InboundKind.IMAGE, InboundKind.FILE})
+
+
 class PullChannel(Protocol):
     """A channel whose client fetches the outbox itself (the browser chat)."""
 
@@ -220,8 +237,10 @@ class Pipeline:
         clock: Callable[[], datetime] | None = None,
         delivery: DeliveryPolicy | None = None,
         exclusive: bool | None = None,
+        capture: Capture | None = None,
     ) -> None:
         self.store = store
+        self.capture = capture
         self.engine = engine  # replaced on reload; a turn uses the engine it started with
         self.codec = codec
         self.records = records
@@ -368,6 +387,7 @@ class Pipeline:
         """Handle everything pending, commit after each batch; the outbox items appended (None
         when the store cannot say: the sender then reads the outbox)."""
         engine, codec, records, store = self.engine, self.codec, self.records, self.store
+        capture = self.capture
         fresh: list[OutboxItem] | None = []
         while claim is not None:
             key = claim.key
@@ -384,6 +404,19 @@ class Pipeline:
                 for item in claim.items:
                     inbound = decode_inbound(item.payload, key)
                     ref = ref or inbound.ref
+                    if capture is not None and inbound.kind in _MEDIA:
+                        try:
+                            inbound = await capture(inbound)
+                        except Exception as error:
+                            refusal = getattr(error, "text", None)
+                            if not isinstance(refusal, str):
+                                raise
+                            # Refused media never reaches the engine: the person is told why
+                            # and is still at the same question (docs/media.md).
+                            log.info("conversation %s: media refused: %s", key, error)
+                            notice = Outbound(refusal, notice=NoticeKind.RETRY)
+                            outbox.append(encode_outbound(notice))
+                            continue
                     try:
                         turn = engine.handle(session, inbound, now)
                     except Exception:
@@ -392,11 +425,11 @@ class Pipeline:
                         log.exception("conversation %s: engine failed on %s", key, item.message_id)
                         outbox.append(encode_outbound(Outbound(SORRY, notice=NoticeKind.ERROR)))
                         continue
-                    error = getattr(turn, "error", None)
-                    if error:
+                    failure = getattr(turn, "error", None)
+                    if failure:
                         log.error(
                             "conversation %s: engine error on %s: %s",
-                            key, item.message_id, error, exc_info=error,
+                            key, item.message_id, failure, exc_info=failure,
                         )
                     if turn.events and records is not None:
                         await records.apply(key, inbound.message_id, turn.events, now)

@@ -22,6 +22,7 @@ from adapters.base import Adapter
 from adapters.webchat import WebchatAdapter
 from bots.bundles import BundleArchive, MediaLibrary, media_references
 from bots.images import CheckedImage, check_image
+from bots.media import MediaCapture
 from bots.pipeline import Pipeline, PullChannel
 from bots.records import Database, FileStore, Records, open_database
 from bots.settings import Settings
@@ -175,6 +176,7 @@ class Runtime:
         self._files: FileStore | None = None
         self._db: Database | None = None
         self._records: SqlRecords | None = None
+        self._capture: MediaCapture | None = None
         self._executor: Executor | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._pending: tuple[float, int] = (0.0, 0)
@@ -271,6 +273,7 @@ class Runtime:
             records=self._records,
             adapters=adapters,
             media_url=self.media.url,
+            capture=self._capture.capture if self._capture is not None else None,
         )
         if self.recover:
             recovered = await self._pipeline.recover()
@@ -285,6 +288,10 @@ class Runtime:
         self._db = await open_database(self.settings.database_url)
         records = Records(self._db.sessions, self._files, reads=self._db.reads)
         self._records = SqlRecords(records, lambda: self._current().compiled)
+        # Evidence media: downloaded from the platform (or read back, for uploads already
+        # stored), inspected in a process pool started on the first image (sha256, perceptual
+        # hash, QR text), kept content-addressed. Telegram tokens come with the channels.
+        self._capture = MediaCapture.from_settings(self.settings, files=self._files)
 
     def _current(self) -> Flows:
         if self.flows is None:
@@ -312,6 +319,9 @@ class Runtime:
         if self._store is not None:
             await self._store.close()
             self._store = None
+        if self._capture is not None:
+            await self._capture.close()
+            self._capture = None
         if self._db is not None:
             await self._db.close()
             self._db = None

@@ -56,7 +56,10 @@ def test_inbound_codec_round_trips_every_field() -> None:
         **{
             **{f: getattr(original, f) for f in original.__slots__},  # type: ignore[attr-defined]
             "payload": "c:x:y:1",
-            "attachments": (Attachment("image/png", None, "f1", "u1", 10, "ab" * 32, "a.png"),),
+            "attachments": (
+                Attachment("image/png", None, "f1", "u1", 10, "ab" * 32, "a.png", "QR", "ff00"),
+                Attachment("image/jpeg", "https://cdn/x.jpg"),
+            ),
             "data": (("k", "v"),),
         }
     )
@@ -302,3 +305,37 @@ async def test_an_error_the_engine_reports_is_logged_with_its_traceback(
     (record,) = [r for r in caplog.records if "engine error" in r.getMessage()]
     assert "start-7" in record.getMessage() and record.exc_info is not None
     assert adapter.texts() == ["Bạn gửi gì?"]  # the turn's replies still go out
+
+
+@pytest.mark.parametrize("make_store", ["memory", "sqlite"], indirect=True)
+async def test_the_media_step_runs_before_the_engine_and_may_refuse(
+    make_store: StoreFactory, echo_flows: Flows
+) -> None:
+    store = await make_store()
+    adapter = Recorder()
+    seen: list[str] = []
+
+    class Refused(Exception):
+        text = "Ảnh này không đọc được, bạn gửi lại nhé."
+
+    async def capture(item: Any) -> Any:
+        seen.append(item.message_id)
+        if item.message_id == "bad":
+            raise Refused("broken jpeg")
+        if item.message_id == "outage":
+            raise ConnectionError("CDN down")
+        return item
+
+    pipeline = make_pipeline(store, echo_flows, adapter, capture=capture)
+    await pipeline.process(inbound("u1", kind=InboundKind.START))
+    await pipeline.process(inbound("u1", "chữ"))
+    assert seen == []  # only images and files go through the media step
+    await pipeline.process(inbound("u1", kind=InboundKind.IMAGE, message_id="bad"))
+    assert [(m.text, m.notice) for _, m in adapter.sent[-1:]] == [
+        (Refused.text, NoticeKind.RETRY)
+    ]
+    with pytest.raises(ConnectionError):
+        await pipeline.process(inbound("u1", kind=InboundKind.IMAGE, message_id="outage"))
+    claim = await store.claim(KEY, "probe")  # the message waits in the inbox for a retry
+    assert claim is not None and [p.message_id for p in claim.items] == ["outage"]
+    assert seen == ["bad", "outage"]

@@ -193,6 +193,7 @@ async def test_registration_then_the_four_evidence_steps_and_a_restart(
     assert sorted(e.sha256 for e in images) == sorted(hashlib.sha256(s).hexdigest() for s in shots)
     for item in images:
         assert (settings.files_dir / item.file_path).read_bytes() in shots
+        assert item.mime == "image/png" and item.perceptual_hash  # inspected by bots.media
     texts = [e for e in evidence.values() if e.kind is EvidenceKind.TEXT]
     assert texts[0].text == "Thông báo lưu trú trên VNeID – lĩnh vực cư trú"
 
