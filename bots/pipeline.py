@@ -1,13 +1,14 @@
-"""The pipeline: inbox → worker (engine, records, compare-and-set) → outbox → delivery.
+"""The pipeline: inbox → worker (media, engine, records, compare-and-set) → outbox → delivery.
 
-    ingest(inbound)   encode once (orjson) → store.accept (durable, de-duplicated) → return, so
-                      the caller acknowledges the platform → schedule the conversation's worker.
-    worker            claim → for each pending item in arrival order: engine.handle → records
-                      (idempotent by inbound id) → store.commit (compare-and-set the session,
-                      drop the handled items, append the outbox) → loop while commit hands back a
-                      next claim → release.
-    delivery          outbox_read → adapter.send → outbox_ack, in order per recipient, after the
-                      lock is released (the lock is never held while waiting on a platform).
+    ingest(inbound)   encode once (orjson) → store.accept_and_claim (durable, de-duplicated)
+                      → return, so the caller acknowledges the platform → schedule the
+                      conversation's worker.
+    worker            claim → for each pending item in arrival order: media capture (images and
+                      files) → engine.handle → records (idempotent by inbound id) →
+                      store.commit_with_outbox (compare-and-set the session, drop the handled
+                      items, append the replies) → loop while the commit hands back a next claim.
+    delivery          adapter.send → outbox_ack, in order per recipient, after the lock is
+                      released (the lock is never held while waiting on a platform).
 
 Everything a conversation needs lives in the store; the only process memory is `_running`, a map
 of conversations whose worker runs in this process right now (a scheduling optimisation: it
