@@ -92,6 +92,7 @@ class EvidenceStatus(enum.Enum):
 class NotificationKind(enum.Enum):
     NOTIFY = "notify"  # the flow asked to tell the organisers something
     HANDOVER = "handover"  # the person asked for a human; the bot is paused for them
+    REAUTHORISE = "reauthorise"  # a channel's credentials died: an admin must authorise again
 
 
 NAMING = {
@@ -263,6 +264,28 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class ZaloTokenPair(Base):
+    """A Zalo OA's current token pair and the lease under which one process refreshes it.
+
+    The refresh token is single-use and rotates on every refresh, so the pair lives here,
+    shared by every process, never in memory or the environment (bots/zalo_tokens.py)."""
+
+    __tablename__ = "zalo_tokens"
+
+    oa_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    access_token: Mapped[str] = mapped_column(Text)
+    refresh_token: Mapped[str] = mapped_column(Text)
+    access_expires_at: Mapped[datetime]
+    generation: Mapped[int] = mapped_column(Integer, default=1)  # pairs saved so far
+    authorised_at: Mapped[datetime]  # the last first pair from an OA admin's consent
+    rotated_at: Mapped[datetime]  # the current pair was saved at
+    needs_reauthorisation: Mapped[bool] = mapped_column(Boolean, default=False)
+    problem: Mapped[str | None] = mapped_column(Text)  # why, for the organiser (Vietnamese)
+    # The refresh lease: a row-level single-flight lock that no transaction holds open.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[datetime | None]
+
+
 __all__ = [
     "AuditEntry",
     "Base",
@@ -280,4 +303,5 @@ __all__ = [
     "SubmissionStatus",
     "Tag",
     "UTCDateTime",
+    "ZaloTokenPair",
 ]
