@@ -362,6 +362,9 @@ async def run_config(
     try:
         timer = Layers() if layers else None
         transport: Callable[[str, bytes], Awaitable[dict[str, Any]]] = FakeBotApi(counter)
+        # the pipeline's own choice for this store (Redis: shared outboxes, read before send),
+        # taken before --layers wraps the store in a proxy that would hide its type
+        exclusive = Pipeline(wiring.store, engine, codec).exclusive
         if timer is not None:
             engine, codec = instrument(timer, engine, codec, wiring)
             transport = timer.coro("transport (fake Bot API)", transport)
@@ -374,6 +377,7 @@ async def run_config(
             codec,
             records=wiring.records,
             adapters={Channel.TELEGRAM: adapter},
+            exclusive=exclusive,
         )
         parse = parse_update if timer is None else timer.sync("parse_update", parse_update)
         process = pipeline.process
@@ -403,6 +407,7 @@ async def run_config(
             "framework": "loa",
             "store": config.removeprefix("loa-"),
             "records": wiring.records is not None,
+            "exclusive_outbox": exclusive,
         }
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink):  # the harness prints its own RESULT line
@@ -459,9 +464,40 @@ def _count_commands(client: Any, into: dict[str, int] | None) -> None:
 def _profile_text(profiler: cProfile.Profile, top: int) -> str:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
+    out.write(_by_module(stats, top))
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
     return out.getvalue()
+
+
+def _module_of(filename: str) -> str:
+    """Group a profiled function by where it lives: a repo file, an installed package, the
+    standard library module, or a builtin."""
+    if filename == "~":
+        return "(builtins: C functions)"
+    path = Path(filename)
+    parts = path.parts
+    if "site-packages" in parts:
+        return "pkg:" + parts[parts.index("site-packages") + 1]
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(REPO))
+    if path.parent.name == "bench" and path.name in ("harness.py", "scenario.py"):
+        return "peer-bench:" + path.name
+    return "stdlib:" + path.name
+
+
+def _by_module(stats: pstats.Stats, top: int) -> str:
+    """Own time (tottime) summed per file/package: where the time goes, layer by layer."""
+    totals: dict[str, float] = {}
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in raw.items():
+        group = _module_of(filename)
+        totals[group] = totals.get(group, 0.0) + tottime
+    grand = sum(totals.values()) or 1.0
+    lines = ["own time by module (cProfile, timed region):"]
+    for group, seconds in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {seconds / grand * 100:5.1f}%  {seconds:7.3f} s  {group}")
+    return "\n".join(lines) + "\n\n"
 
 
 async def redis_memory(
@@ -533,14 +569,15 @@ SUMMARY_FIELDS = (
     "redis_bytes_per_conversation_half_way",
 )
 MEDIAN_FIELDS = ("updates_per_s", "us_per_update", "lat_p50_us", "lat_p99_us", "peak_rss_mb",
-                 "rss_before_mb", "redis_cmds_per_update", "gc_gen2_during_run")
+                 "rss_before_mb", "redis_cmds_per_update", "gc_gen2_during_run",
+                 "redis_bytes_per_conversation_half_way", "redis_bytes_per_conversation_finished")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--concurrency", default="1", help="comma-separated, e.g. 1,32")
     ap.add_argument("--warmup-users", type=int, default=20)
     ap.add_argument("--config", default=",".join(CONFIGS),
                     help="comma-separated: " + ", ".join(CONFIGS))
@@ -556,25 +593,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "(default: --users)")
     ap.add_argument("--in-process", action="store_true",
                     help="run every configuration in this process (no fresh process each)")
+    ap.add_argument("--compare", nargs="?", const="all", default=None, metavar="PEERS",
+                    help="also run the peers (all, or comma-separated label substrings), "
+                         "interleaved run by run with Loa, each in a fresh process; needs the "
+                         "peers' venv (../shared/bench/run.sh creates it)")
+    ap.add_argument("--markdown", default=None, metavar="FILE",
+                    help="also write the results as a Markdown table to FILE")
     return ap.parse_args(argv)
 
 
-def _child_argv(args: argparse.Namespace, config: str) -> list[str]:
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _run_child(args: argparse.Namespace, config: str, concurrency: int) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.engine", "--in-process", "--json", "--config", config,
-            "--users", str(args.users), "--concurrency", str(args.concurrency),
+            "--users", str(args.users), "--concurrency", str(concurrency),
             "--warmup-users", str(args.warmup_users), "--records", args.records]
     if args.memory_users is not None:
         argv += ["--memory-users", str(args.memory_users)]
     if args.layers:
         argv.append("--layers")
-    return argv
-
-
-def _run_child(args: argparse.Namespace, config: str) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run(_child_argv(args, config), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=1800)
+    proc = subprocess.run(argv, cwd=REPO, env=_child_env(), capture_output=True, text=True,
+                          timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"{config} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -582,16 +625,62 @@ def _run_child(args: argparse.Namespace, config: str) -> dict[str, Any]:
     return result
 
 
+# -- the peers, run from their own folder with their own virtualenv --------------------------
+
+
+def peer_python(folder: Path) -> Path:
+    for candidate in (os.environ.get("LOA_PEER_PYTHON"), folder / ".venv" / "bin" / "python",
+                      "/tmp/loa-peers-venv/bin/python"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise SystemExit(f"the peers' virtualenv is missing: run {folder / 'run.sh'} once "
+                     "(or set LOA_PEER_PYTHON)")
+
+
+def peer_configs(folder: Path, wanted: str) -> list[tuple[str, list[str]]]:
+    """(label, script argv) of the peers' configurations, from their bench.py."""
+    spec = importlib.util.spec_from_file_location("loa_peer_bench_runner", folder / "bench.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{folder / 'bench.py'} not found")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    picked = []
+    for label, argv, _needs_redis in runner.PEERS:
+        if wanted == "all" or any(w and w in label for w in wanted.split(",")):
+            picked.append((label, list(argv)))
+    return picked
+
+
+def _run_peer(folder: Path, python: Path, argv: list[str], args: argparse.Namespace,
+              concurrency: int) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.setdefault("BENCH_REDIS_URL", os.environ.get("LOA_REDIS_URL") or DEFAULT_REDIS)
+    proc = subprocess.run(
+        [str(python), *argv, "--users", str(args.users), "--concurrency", str(concurrency),
+         "--warmup-users", str(args.warmup_users)],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"peer {argv} failed (exit {proc.returncode}):\n{proc.stdout}\n"
+                         f"{proc.stderr}")
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[7:])
+            return result
+    raise SystemExit(f"peer {argv} printed no RESULT line:\n{proc.stdout}\n{proc.stderr}")
+
+
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(runs[-1])
     if len(runs) == 1:
-        return runs[0]
-    out = dict(runs[0])
+        return out
     for name in MEDIAN_FIELDS:
         values = [r[name] for r in runs if isinstance(r.get(name), int | float)]
         if values:
             out[name] = round(statistics.median(values), 3)
     out["runs"] = len(runs)
     out["spread_updates_per_s"] = [r["updates_per_s"] for r in runs]
+    out.pop("layers", None)
     return out
 
 
@@ -605,35 +694,90 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
         layers = result["layers"]
         print(f"    per-layer µs/update (total {layers['total_us_per_update']}):")
         for name, row in sorted(layers["layers"].items(), key=lambda kv: -kv[1]["us_per_update"]):
-            print(f"      {name:42s} {row['us_per_update']:8.2f} µs  "
-                  f"{row['calls_per_update']:5.2f} calls")
+            if row["calls_per_update"]:
+                print(f"      {name:42s} {row['us_per_update']:8.2f} µs  "
+                      f"{row['calls_per_update']:5.2f} calls")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    def num(value: Any, digits: int = 0) -> str:
+        if not isinstance(value, int | float):
+            return "–"
+        return f"{value:,.{digits}f}"
+
+    lines = [
+        "| config | conc | updates/s | µs/update | p50 µs | p99 µs | peak RSS MB "
+        "| Redis cmds/update | runs (updates/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        spread = ", ".join(f"{v:,.0f}" for v in r.get("spread_updates_per_s", [r["updates_per_s"]]))
+        lines.append(
+            f"| {r['config']} | {r.get('concurrency', 1)} | {num(r['updates_per_s'])} "
+            f"| {num(r['us_per_update'], 1)} | {num(r['lat_p50_us'], 1)} "
+            f"| {num(r['lat_p99_us'], 1)} | {num(r['peak_rss_mb'], 1)} "
+            f"| {num(r.get('redis_cmds_per_update'), 2)} | {spread} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configs = [c.strip() for c in args.config.split(",") if c.strip()]
+    concurrencies = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     for config in configs:
         if config not in CONFIGS:
             print(f"unknown configuration {config!r}; one of {', '.join(CONFIGS)}",
                   file=sys.stderr)
             return 2
-    in_process = args.in_process or args.profile or (len(configs) == 1 and args.runs == 1)
-    for config in configs:
-        runs = []
+    in_process = args.in_process or bool(args.profile) or (
+        len(configs) == 1 and args.runs == 1 and len(concurrencies) == 1 and not args.compare
+    )
+    peers: list[tuple[str, list[str]]] = []
+    folder = python = None
+    if args.compare:
+        folder = peer_bench_dir()
+        python = peer_python(folder)
+        peers = peer_configs(folder, args.compare)
+
+    rows: list[dict[str, Any]] = []
+    for concurrency in concurrencies:
+        results: dict[str, list[dict[str, Any]]] = {}
+        # run by run, every configuration once per round: host noise hits all of them alike
         for _ in range(args.runs):
-            if in_process:
-                result, _ = asyncio.run(
-                    run_config(config, args.users, args.concurrency, warmup=args.warmup_users,
-                               records=args.records, layers=args.layers, profile=args.profile,
-                               memory_users=args.memory_users)
-                )
-                profile_text = result.pop("profile", None)
-                if profile_text:
-                    print(profile_text, file=sys.stderr)
-            else:
-                result = _run_child(args, config)
-            runs.append(result)
-        _emit(_median(runs), args.json)
+            if folder is not None and python is not None:
+                for label, peer_argv in peers:
+                    result = _run_peer(folder, python, peer_argv, args, concurrency)
+                    result["config"] = label
+                    results.setdefault(label, []).append(result)
+                    if not args.json:
+                        print(f"  {label:30s} c={concurrency:<3d} "
+                              f"{result['updates_per_s']:9,.0f} updates/s", flush=True)
+            for config in configs:
+                if in_process:
+                    result, _ = asyncio.run(
+                        run_config(config, args.users, concurrency, warmup=args.warmup_users,
+                                   records=args.records, layers=args.layers,
+                                   profile=args.profile, memory_users=args.memory_users)
+                    )
+                    profile_text = result.pop("profile", None)
+                    if profile_text:
+                        print(profile_text, file=sys.stderr)
+                else:
+                    result = _run_child(args, config, concurrency)
+                results.setdefault(config, []).append(result)
+                if not args.json and (args.runs > 1 or peers):
+                    print(f"  {config:30s} c={concurrency:<3d} "
+                          f"{result['updates_per_s']:9,.0f} updates/s", flush=True)
+        for runs in results.values():
+            row = _median(runs) if len(runs) > 1 else runs[0]
+            rows.append(row)
+            _emit(row, args.json)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(rows), encoding="utf-8")
+    elif not args.json and len(rows) > 1:
+        print()
+        print(markdown_table(rows))
     return 0
 
 
