@@ -24,7 +24,9 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
     elif name == "chat":
         parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
-        parser.add_argument("--district", default=None, help="mã đơn vị có kênh (mặc định: đầu tiên)")
+        parser.add_argument(
+            "--district", default=None, help="mã đơn vị có kênh (mặc định: đầu tiên)"
+        )
         parser.add_argument("--user", default="console", help="mã người dùng trong cuộc trò chuyện")
     elif name == "check":
         parser.add_argument("files", nargs="*", help="mặc định ./flows.yaml (LOA_CONFIG)")
