@@ -185,6 +185,11 @@ class EvidenceItem(Base):
     """One answer to a campaign criterion: a text, or a stored file (by content hash)."""
 
     __tablename__ = "evidence_items"
+    # Duplicate checks look QR payloads up by equality. A hash index on PostgreSQL: a payload
+    # can exceed what a B-tree entry holds (about 2.7 kB), and equality is all it needs.
+    __table_args__ = (
+        Index("ix_evidence_items_qr_payload", "qr_payload", postgresql_using="hash"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
@@ -286,6 +291,116 @@ class ZaloTokenPair(Base):
     lease_until: Mapped[datetime | None]
 
 
+# -- the organiser console (bots/console) ---------------------------------------------------------
+
+
+class OrganiserRole(enum.Enum):
+    ADMIN = "admin"  # everything in its subtree, including the subtree's organiser accounts
+    ORGANISER = "organiser"  # reviews and conversations (hand-over) in its subtree
+    REVIEWER = "reviewer"  # reviews only, of its units (all of its subtree when none are listed)
+
+
+class ReviewDecision(enum.Enum):
+    ACCEPT = "accept"  # one evidence item is good
+    REJECT = "reject"  # one evidence item must be sent again (with a reason)
+    APPROVE = "approve"  # the whole submission: every item accepted
+
+
+class Organiser(Base):
+    """A console account. `org` is the root of the subtree it may see; a reviewer may be
+    limited further to some units (slugs in `units`, each with its own subtree)."""
+
+    __tablename__ = "organisers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column(String(320), unique=True)  # an email, lower-cased
+    name: Mapped[str | None] = mapped_column(String(255))
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, never the password
+    role: Mapped[OrganiserRole] = mapped_column(_enum(OrganiserRole))
+    org: Mapped[str] = mapped_column(String(100), index=True)
+    units: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(255))  # "cli", "first-run", ...
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    password_changed_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+
+
+class OrganiserSession(Base):
+    """A console login. The cookie holds a random token; only its SHA-256 is stored here."""
+
+    __tablename__ = "organiser_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    organiser_id: Mapped[int] = mapped_column(ForeignKey("organisers.id"), index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime | None]
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+
+class LoginAttempt(Base):
+    """Every console login attempt: the rate limit per account and per address counts these."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_login_at", "login", "at"),
+        Index("ix_login_attempts_ip_at", "ip", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    login: Mapped[str] = mapped_column(String(320))  # as typed (lower-cased), known or not
+    ip: Mapped[str] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+
+
+class Review(Base):
+    """An organiser's decision on an evidence item (or, APPROVE, on a whole submission).
+
+    A decision the participant must hear of (`notify`) enters their conversation as a SYSTEM
+    event; `notified_at` stays empty until it has (the console's dispatcher sends them in
+    order, one rejection at a time, and retries after a failure)."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (Index("ix_reviews_notify_notified_at", "notify", "notified_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    # Deleting a person's data deletes their evidence rows; their reviews (whose reasons may
+    # quote that data) go with them, in the database itself (the writer's bulk delete).
+    evidence_id: Mapped[int | None] = mapped_column(
+        ForeignKey("evidence_items.id", ondelete="CASCADE"), index=True
+    )
+    organiser_id: Mapped[int | None] = mapped_column(ForeignKey("organisers.id"), index=True)
+    decision: Mapped[ReviewDecision] = mapped_column(_enum(ReviewDecision))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    notify: Mapped[bool] = mapped_column(Boolean, default=False)
+    notified_at: Mapped[datetime | None]
+
+
+class Handover(Base):
+    """An organiser took a conversation over from the bot (ChannelIdentity.paused), until
+    handed back by hand or automatically after a quiet period."""
+
+    __tablename__ = "handovers"
+    __table_args__ = (Index("ix_handovers_released_at", "released_at", "last_activity_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("channel_identities.id"), index=True)
+    organiser_id: Mapped[int | None] = mapped_column(ForeignKey("organisers.id"), index=True)
+    taken_at: Mapped[datetime]
+    last_activity_at: Mapped[datetime]  # taken, or the organiser's last message
+    released_at: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(255))  # "organiser:<id>", "timeout"
+
+
 __all__ = [
     "AuditEntry",
     "Base",
@@ -293,12 +408,19 @@ __all__ = [
     "EvidenceItem",
     "EvidenceKind",
     "EvidenceStatus",
+    "Handover",
+    "LoginAttempt",
     "NotificationKind",
     "Organisation",
+    "Organiser",
     "OrganiserNotification",
+    "OrganiserRole",
+    "OrganiserSession",
     "Participant",
     "ProcessedInbound",
     "ReferralCredit",
+    "Review",
+    "ReviewDecision",
     "Submission",
     "SubmissionStatus",
     "Tag",
