@@ -280,6 +280,30 @@ async def test_two_keepers_at_once_refresh_once_and_share_the_pair(
         await other_db.close()
 
 
+async def test_the_pair_is_read_again_after_taking_the_lease(
+    make_keeper: KeeperFactory, zalo: FakeZaloApi, database_url: str
+) -> None:
+    """Between a keeper's read ("due") and its lease, another process refreshes: the keeper
+    must use that pair, not spend the old refresh token."""
+    other_db = await open_database(database_url, migrate=False)
+    try:
+        late, other = make_keeper(), make_keeper(other_db)
+        await grant(late, zalo, 10 * 60)
+        take_lease = late._take_lease
+
+        async def after_someone_else(oa_id: str, owner: str) -> bool:
+            await other.access_token(oa_id)
+            return await take_lease(oa_id, owner)
+
+        late._take_lease = after_someone_else  # type: ignore[method-assign]
+        assert await late.access_token(OA) == newest_access(zalo)
+        assert refresh_calls(zalo) == 1
+        status = await late.status(OA)
+        assert status is not None and not status.needs_reauthorisation
+    finally:
+        await other_db.close()
+
+
 async def test_many_tasks_of_one_keeper_refresh_once(
     make_keeper: KeeperFactory, zalo: FakeZaloApi
 ) -> None:
