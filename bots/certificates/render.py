@@ -376,8 +376,9 @@ def render_certificate(data: CertificateData) -> RenderedCertificate:
         author=organisation,
         subject=campaign,
         creator="Loa",
-        creation_date=issued,
-        modification_date=issued,
+        # The date of issue, not the clock: the same certificate always gives the same file.
+        creationDate=issued.timetuple(),
+        modDate=issued.timetuple(),
     )
     return RenderedCertificate(png=png.getvalue(), pdf=pdf.getvalue())
 

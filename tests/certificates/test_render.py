@@ -15,7 +15,7 @@ import unicodedata
 
 import pytest
 import zxingcpp
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageChops, ImageDraw, PdfParser
 
 from bots.certificates.render import (
     FRAME_INSET,
@@ -96,6 +96,15 @@ def test_certificate_pdf_is_one_a4_page() -> None:
     width_mm = float(box[1]) / 72 * 25.4
     height_mm = float(box[2]) / 72 * 25.4
     assert abs(width_mm - 297) < 1 and abs(height_mm - 210) < 1
+
+
+def test_the_pdf_is_titled_and_reproducible() -> None:
+    pdf = rendered().pdf
+    info = PdfParser.PdfParser(f=io.BytesIO(pdf)).info
+    title = info[PdfParser.PdfName(b"Title")]
+    assert PdfParser.decode_text(title) == "GIẤY CHỨNG NHẬN – Nguyễn Văn An"
+    assert info[PdfParser.PdfName(b"CreationDate")] == b"D:20231015000000Z"
+    assert render_certificate(certificate_data()).pdf == pdf
 
 
 def test_the_pdf_page_carries_the_certificate_with_its_qr_code() -> None:
