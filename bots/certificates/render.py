@@ -856,6 +856,7 @@ __all__ = [
     "CertificateError",
     "CertificateRenderer",
     "RenderedCertificate",
+    "Style",
     "font",
     "has_glyph",
     "render_badge",
