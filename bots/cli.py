@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("bots.console_chat", "main", "trò chuyện với bot ngay trong cửa sổ dòng lệnh"),
     "check": ("flows.check", "main", "kiểm tra flows.yaml, báo lỗi theo tệp:dòng:cột"),
     "graph": ("flows.graph", "main", "in sơ đồ Mermaid của một kịch bản"),
+    "organiser": ("bots.organisers", "main", "quản lý tài khoản cán bộ của bảng điều khiển"),
 }
 
 
@@ -33,6 +34,27 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     elif name == "graph":
         parser.add_argument("flow", help="mã kịch bản, ví dụ dang_ky")
         parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
+    elif name == "organiser":
+        _organiser_arguments(parser)
+
+
+def _organiser_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="VIỆC")
+    add = actions.add_parser("add", help="thêm tài khoản cán bộ")
+    add.add_argument("email", help="email đăng nhập")
+    add.add_argument("--org", required=True, help="mã đơn vị gốc của tài khoản (trong flows.yaml)")
+    add.add_argument("--role", required=True, choices=["admin", "organiser", "reviewer"],
+                     help="admin: quản trị; organiser: cán bộ phụ trách; reviewer: người chấm")
+    add.add_argument("--units", default="", help="người chấm: chỉ các đơn vị này (mã, dấu phẩy)")
+    add.add_argument("--name", default="", help="họ tên hiển thị")
+    add.add_argument("--generate", action="store_true", help="tạo mật khẩu ngẫu nhiên và in ra")
+    actions.add_parser("list", help="liệt kê tài khoản")
+    password = actions.add_parser("password", help="đặt mật khẩu mới cho một tài khoản")
+    password.add_argument("email")
+    password.add_argument("--generate", action="store_true", help="tạo mật khẩu ngẫu nhiên")
+    for action, text in (("disable", "khóa tài khoản"), ("enable", "mở khóa tài khoản")):
+        actions.add_parser(action, help=text).add_argument("email")
 
 
 def build_parser() -> argparse.ArgumentParser:
