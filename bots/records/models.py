@@ -93,6 +93,7 @@ class NotificationKind(enum.Enum):
     NOTIFY = "notify"  # the flow asked to tell the organisers something
     HANDOVER = "handover"  # the person asked for a human; the bot is paused for them
     REAUTHORISE = "reauthorise"  # a channel's credentials died: an admin must authorise again
+    CHANNEL = "channel"  # a channel's health check found a problem (Page unsubscribed, ...)
 
 
 NAMING = {
@@ -289,6 +290,30 @@ class ZaloTokenPair(Base):
     # The refresh lease: a row-level single-flight lock that no transaction holds open.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_until: Mapped[datetime | None]
+
+
+class ChannelCursor(Base):
+    """A small durable value a channel keeps between runs and shares between processes: a
+    Telegram long-poll offset, the open notice of a health-check problem (bots/channels)."""
+
+    __tablename__ = "channel_cursors"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class SentMessage(Base):
+    """A message id a platform gave back for something Loa sent (Zalo OA): its echo is
+    recognised as the bot's own in whichever process the echo arrives. Pruned after days."""
+
+    __tablename__ = "sent_messages"
+
+    channel: Mapped[Channel] = mapped_column(_enum(Channel), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    district: Mapped[str] = mapped_column(String(100))
+    user_id: Mapped[str] = mapped_column(String(255))
+    sent_at: Mapped[datetime] = mapped_column(index=True)
 
 
 # -- the organiser console (bots/console) ---------------------------------------------------------
