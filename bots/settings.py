@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_TELEGRAM_API = "https://api.telegram.org"
@@ -41,6 +41,18 @@ class Settings:
     zalobot_api: str = DEFAULT_ZALOBOT_API
     session_ttl: int = 30 * 24 * 3600  # seconds an idle session is kept
     lock_ttl: float = 30.0  # seconds a worker's lease on a conversation lasts
+    # Channel credentials of the deployment's one Meta app and one Zalo app (docs/channels.md).
+    # Per-district tokens are `$VAR` references in flows.yaml, resolved by bots.channels.
+    # Secrets are left out of repr, so logging a Settings never shows them.
+    messenger_app_id: str = ""
+    messenger_app_secret: str = field(default="", repr=False)
+    messenger_verify_token: str = field(default="", repr=False)
+    zalo_app_id: str = ""
+    zalo_app_secret: str = field(default="", repr=False)
+    zalo_oa_secret_key: str = field(default="", repr=False)
+    zalo_code_verifier: str = field(default="", repr=False)
+    zalo_site_verification: tuple[str, ...] = ()  # domain verification codes (public)
+    channel_health_every: float = 300.0  # seconds between channel health checks (0: never)
 
     @property
     def base_url(self) -> str:
@@ -92,6 +104,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A period in seconds; 0 turns the periodic job off."""
+    raw = env.get(name, "").strip()
+    if raw in ("0", "0.0"):
+        return 0.0
+    return _float(env, name, default)
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path.resolve()}"
 
@@ -124,6 +144,19 @@ def from_env(env: Mapping[str, str] | None = None, *, create_dirs: bool = True) 
         zalobot_api=(env.get("LOA_ZALOBOT_API") or DEFAULT_ZALOBOT_API).rstrip("/"),
         session_ttl=_int(env, "LOA_SESSION_TTL", 30 * 24 * 3600),
         lock_ttl=_float(env, "LOA_LOCK_TTL", 30.0),
+        messenger_app_id=(env.get("LOA_MESSENGER_APP_ID") or "").strip(),
+        messenger_app_secret=(env.get("LOA_MESSENGER_APP_SECRET") or "").strip(),
+        messenger_verify_token=(env.get("LOA_MESSENGER_VERIFY_TOKEN") or "").strip(),
+        zalo_app_id=(env.get("LOA_ZALO_APP_ID") or "").strip(),
+        zalo_app_secret=(env.get("LOA_ZALO_APP_SECRET") or "").strip(),
+        zalo_oa_secret_key=(env.get("LOA_ZALO_OA_SECRET_KEY") or "").strip(),
+        zalo_code_verifier=(env.get("LOA_ZALO_CODE_VERIFIER") or "").strip(),
+        zalo_site_verification=tuple(
+            code.strip()
+            for code in (env.get("LOA_ZALO_SITE_VERIFICATION") or "").split(",")
+            if code.strip()
+        ),
+        channel_health_every=_seconds(env, "LOA_CHANNEL_HEALTH_EVERY", 300.0),
     )
 
 
