@@ -45,4 +45,15 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(module), name)
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "FIRST_ADMIN_LOGIN",
+    "ConsoleDeps",
+    "OrgTree",
+    "console_tick",
+    "create_console_app",
+    "dispatch_reviews",
+    "ensure_first_admin",
+    "load_org_tree",
+    "mount_console",
+    "release_stale_handovers",
+]

@@ -286,7 +286,7 @@ async def _authenticate(
     deps = _deps(request)
     now = deps.clock()
     token = request.cookies.get(COOKIE, "")
-    found = await auth.find_session(deps.db.reads, token, now, deps.sessions) if token else None
+    found = await auth.find_session(deps.db, token, now, deps.sessions) if token else None
     if found is None:
         target = request.path_qs if request.method == "GET" else _url(request, "queue")
         raise _redirect(_url(request, "login", {"next": target}))
@@ -346,7 +346,7 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, v
 async def login_page(request: web.Request) -> web.StreamResponse:
     deps = _deps(request)
     token = request.cookies.get(COOKIE, "")
-    if token and await auth.find_session(deps.db.reads, token, deps.clock(), deps.sessions):
+    if token and await auth.find_session(deps.db, token, deps.clock(), deps.sessions):
         raise _redirect(_safe_next(request, request.query.get("next")))
     return _login_form(request, request.query.get("next", ""))
 

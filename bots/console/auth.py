@@ -265,12 +265,12 @@ async def open_session(
 
 
 async def find_session(
-    sessions: Sessions, token: str, now: datetime, policy: SessionPolicy
+    db: Database, token: str, now: datetime, policy: SessionPolicy
 ) -> tuple[OrganiserSession, Organiser] | None:
     """The live login of a cookie token (touching it now and then), or None."""
     if not token or len(token) > 200:
         return None
-    async with sessions() as session:
+    async with db.reads() as session:
         row = (
             await session.execute(
                 select(OrganiserSession, Organiser)
@@ -284,17 +284,18 @@ async def find_session(
                 )
             )
         ).first()
-        if row is None:
-            return None
-        login, organiser = row[0], row[1]
-        if now - login.last_seen_at >= policy.touch_every:
-            async with session.begin():
-                await session.execute(
-                    update(OrganiserSession)
-                    .where(OrganiserSession.id == login.id)
-                    .values(last_seen_at=now)
-                )
-        return login, organiser
+    if row is None:
+        return None
+    login, organiser = row[0], row[1]
+    if now - login.last_seen_at >= policy.touch_every:
+        async with db.sessions() as session, session.begin():
+            await session.execute(
+                update(OrganiserSession)
+                .where(OrganiserSession.id == login.id)
+                .values(last_seen_at=now)
+            )
+        login.last_seen_at = now
+    return login, organiser
 
 
 async def revoke_session(session: AsyncSession, login_id: int, now: datetime) -> None:
