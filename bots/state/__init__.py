@@ -3,11 +3,13 @@
 `open_store(...)` picks one from settings-like arguments: Redis when a URL is given, else the
 embedded SQLite file `<data_dir>/state.sqlite3`; the in-memory store only when asked for.
 
-Every implementation also offers three additions to the protocol (see `Store`):
+Every implementation also offers additions to the protocol (see `Store`):
 `accept_and_claim` (the pipeline's one-round-trip fast path), `commit_with_outbox` (a commit
 that also returns the outbox items it appended, so they can be sent without reading them back)
-and `outbox_keys` (conversations with undelivered outbox items, for recovery). docs/state.md
-describes the semantics and the Redis key layout.
+and `outbox_keys` (conversations with undelivered outbox items, for recovery); and for the
+sender (bots/delivery.py, docs/delivery.md) a sender lease per conversation and a durable
+deferral of the outbox's first item: `outbox_claim`, `outbox_done`, `outbox_defer`,
+`outbox_due`. docs/state.md describes the semantics and the Redis key layout.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from urllib.parse import quote, unquote
 from bots.state.protocol import (
     Claim,
     ConversationStore,
+    Deferral,
     OutboxItem,
     Pending,
+    Sending,
     StaleClaim,
     StoreError,
 )
@@ -60,6 +64,34 @@ class Store(ConversationStore, Protocol):
 
     async def outbox_keys(self) -> list[ConversationKey]:
         """Conversations whose outbox holds items not yet acknowledged."""
+        ...
+
+    # -- the sender's additions (bots/delivery.py) ------------------------------------------
+
+    async def outbox_claim(self, key: ConversationKey, owner: str, lease: float) -> Sending | None:
+        """Take the conversation's *sender* lease for `lease` seconds (not the conversation
+        lock: the sender never holds that) and read the undelivered items with the first one's
+        deferral. None when another owner holds a live sender lease; the same owner renews it.
+        `lease <= 0` reads without taking or checking any lease (a process that is the only
+        sender of its store)."""
+        ...
+
+    async def outbox_done(
+        self, key: ConversationKey, owner: str, upto_seq: int, lease: float = 0.0
+    ) -> None:
+        """Acknowledge items up to `upto_seq` (0: none) and drop a deferral of one of them;
+        then, if `owner` holds the sender lease, renew it for `lease` seconds, or release it
+        when `lease <= 0`."""
+        ...
+
+    async def outbox_defer(self, key: ConversationKey, owner: str, deferral: Deferral) -> None:
+        """Record `deferral` (replacing any other) if the outbox still holds `deferral.seq`,
+        then release `owner`'s sender lease."""
+        ...
+
+    async def outbox_due(self, now: float) -> list[ConversationKey]:
+        """Conversations with undelivered items that are not deferred past `now` (Unix time):
+        no deferral, a stale one, or one whose `not_before <= now` (recovery sweeps)."""
         ...
 
 
@@ -112,9 +144,11 @@ __all__ = [
     "DUPLICATE",
     "Claim",
     "ConversationStore",
+    "Deferral",
     "Duplicate",
     "OutboxItem",
     "Pending",
+    "Sending",
     "StaleClaim",
     "Store",
     "StoreError",

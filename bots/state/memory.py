@@ -18,7 +18,7 @@ from bots.state import (
     DUPLICATE,
     Duplicate,
 )
-from bots.state.protocol import Claim, OutboxItem, Pending, StaleClaim
+from bots.state.protocol import Claim, Deferral, OutboxItem, Pending, Sending, StaleClaim
 from flows.vocab import ConversationKey
 
 _SWEEP_EVERY = 10_000  # accepts between two sweeps of idle conversations
@@ -26,6 +26,7 @@ _SWEEP_EVERY = 10_000  # accepts between two sweeps of idle conversations
 
 class _Conversation:
     __slots__ = (
+        "deferral",
         "expires",
         "in_seq",
         "inbox",
@@ -35,6 +36,8 @@ class _Conversation:
         "owner",
         "seen",
         "seen_order",
+        "sender",
+        "sender_until",
         "session",
         "version",
     )
@@ -51,6 +54,9 @@ class _Conversation:
         self.seen_order: deque[str] = deque()
         self.owner: str | None = None
         self.lease_until = 0.0
+        self.sender = ""  # the outbox sender's lease (never the conversation lock)
+        self.sender_until = 0.0
+        self.deferral: Deferral | None = None
 
     def forget(self) -> None:
         """Idle past the TTL: the session and the de-dup window go; the version keeps counting
@@ -192,6 +198,59 @@ class MemoryStore:
         outbox = conv.outbox
         while outbox and outbox[0].seq <= upto_seq:
             outbox.popleft()
+
+    # -- the sender's additions ------------------------------------------------------------
+
+    async def outbox_claim(self, key: ConversationKey, owner: str, lease: float) -> Sending | None:
+        conv = self._conversations.get(key)
+        if conv is None:
+            return Sending((), None)
+        if lease > 0:
+            now = monotonic()
+            if conv.sender and conv.sender != owner and conv.sender_until > now:
+                return None
+            conv.sender, conv.sender_until = owner, now + lease
+        items = tuple(conv.outbox)
+        deferral = conv.deferral
+        if deferral is not None and (not items or deferral.seq != items[0].seq):
+            deferral = None  # stale: its item was acknowledged (or is not first any more)
+        return Sending(items, deferral)
+
+    async def outbox_done(
+        self, key: ConversationKey, owner: str, upto_seq: int, lease: float = 0.0
+    ) -> None:
+        conv = self._conversations.get(key)
+        if conv is None:
+            return
+        if upto_seq:
+            await self.outbox_ack(key, upto_seq)
+            if conv.deferral is not None and conv.deferral.seq <= upto_seq:
+                conv.deferral = None
+        if owner and conv.sender == owner:
+            if lease > 0:
+                conv.sender_until = monotonic() + lease
+            else:
+                conv.sender, conv.sender_until = "", 0.0
+
+    async def outbox_defer(self, key: ConversationKey, owner: str, deferral: Deferral) -> None:
+        conv = self._conversations.get(key)
+        if conv is None:
+            return
+        if any(item.seq == deferral.seq for item in conv.outbox):
+            conv.deferral = deferral
+        if owner and conv.sender == owner:
+            conv.sender, conv.sender_until = "", 0.0
+
+    async def outbox_due(self, now: float) -> list[ConversationKey]:
+        due = []
+        for key, conv in self._conversations.items():
+            if not conv.outbox:
+                continue
+            deferral = conv.deferral
+            stale = deferral is None or deferral.seq != conv.outbox[0].seq
+            if stale or deferral.not_before <= now:  # type: ignore[union-attr]
+                due.append(key)
+        return due
 
     async def pending_keys(self) -> list[ConversationKey]:
         return [key for key, conv in self._conversations.items() if conv.inbox]

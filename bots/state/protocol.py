@@ -57,6 +57,29 @@ class OutboxItem:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """Why the sender left an outbox's first item (and so everything after it) for later.
+
+    Written by `outbox_defer`, cleared when the item is acknowledged. The store keeps it
+    durably and does not interpret `reason` (the sender's vocabulary: bots/delivery.py)."""
+
+    seq: int  # the outbox item it concerns: the first one not yet delivered
+    attempts: int  # failed tries of that item so far
+    not_before: float  # Unix time (s) before which it is not tried again; inf: not by time
+    reason: str
+    error: str = ""  # what the platform said last (for operators; no personal data)
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """What `outbox_claim` found: the undelivered items in order, and the first one's
+    deferral if it has one (None also when a stale deferral names an acknowledged item)."""
+
+    items: tuple[OutboxItem, ...]
+    deferral: Deferral | None
+
+
 class ConversationStore(Protocol):
     async def accept(self, key: ConversationKey, message_id: str, payload: bytes) -> bool:
         """Store an inbound durably unless its message id was seen; False for a duplicate."""

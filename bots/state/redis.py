@@ -9,6 +9,9 @@ Key layout (P is the prefix, `loa:` by default; C is `conversation_id(key)`):
                       [6] last inbox seq           [7] last outbox seq
     P i:{C}   list    pending inbox items "<seq> <len(id)> <id><payload>"; only while non-empty
     P o:{C}   list    outbox items "<seq> <payload>"; only while some are not acknowledged
+    P s:{C}   string  the outbox sender's lease: its owner, with the lease as the key's PX TTL
+    P d:{C}   string  the deferral of the outbox's first item:
+                      "<seq> <attempts> <not before, ms; -1: not by time> <reason> <error>"
 
 One string rather than a hash: a hash whose session exceeds `hash-max-listpack-value` (64 bytes
 by default) is stored as a hashtable with ~40 bytes of overhead per field; the packed string
@@ -38,7 +41,7 @@ from bots.state import (
     conversation_id,
     parse_conversation_id,
 )
-from bots.state.protocol import Claim, OutboxItem, Pending, StaleClaim
+from bots.state.protocol import Claim, Deferral, OutboxItem, Pending, Sending, StaleClaim
 from flows.vocab import ConversationKey
 
 DIGEST_SIZE = 8  # bytes per remembered message id; 64 ids → 512 bytes per conversation
@@ -202,6 +205,76 @@ return 1
 OUTBOX_ACK = _LUA_COMMON + "trim(KEYS[1], tonumber(ARGV[1]))\nreturn 0\n"
 
 
+# The sender's scripts. KEYS: sender lease, deferral, outbox (one hash slot).
+# ARGV: owner, lease ms. Returns {0} when another owner holds the lease, else
+# {1, outbox items, deferral or ""}.
+OUTBOX_CLAIM = """
+if tonumber(ARGV[2]) > 0 then
+  local holder = redis.call('GET', KEYS[1])
+  if holder and holder ~= ARGV[1] then return {0} end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return {1, redis.call('LRANGE', KEYS[3], 0, -1), redis.call('GET', KEYS[2]) or ''}
+"""
+
+_LUA_SENDER_RELEASE = """
+local function sender_release(lease, owner, ms)
+  if owner ~= '' and redis.call('GET', lease) == owner then
+    if ms > 0 then redis.call('PEXPIRE', lease, ms) else redis.call('DEL', lease) end
+  end
+end
+"""
+
+# ARGV: owner, upto seq, lease ms.
+OUTBOX_DONE = (
+    _LUA_COMMON
+    + _LUA_SENDER_RELEASE
+    + """
+local upto = tonumber(ARGV[2])
+if upto > 0 then
+  trim(KEYS[3], upto)
+  local d = redis.call('GET', KEYS[2])
+  if d and tonumber(string.match(d, '^%d+')) <= upto then redis.call('DEL', KEYS[2]) end
+end
+sender_release(KEYS[1], ARGV[1], tonumber(ARGV[3]))
+return 0
+"""
+)
+
+# ARGV: owner, seq, deferral. Items only ever leave the outbox from its head, so the item is
+# still there when the head is at or before it and the tail at or after it.
+OUTBOX_DEFER = (
+    _LUA_COMMON
+    + _LUA_SENDER_RELEASE
+    + """
+local seq = tonumber(ARGV[2])
+local head = head_seq(KEYS[3])
+if head and head <= seq then
+  local last = redis.call('LINDEX', KEYS[3], -1)
+  if tonumber(string.match(last, '^%d+')) >= seq then redis.call('SET', KEYS[2], ARGV[3]) end
+end
+sender_release(KEYS[1], ARGV[1], 0)
+return 0
+"""
+)
+
+
+def _deferral_text(deferral: Deferral) -> bytes:
+    not_before = -1 if deferral.not_before == float("inf") else round(deferral.not_before * 1000)
+    reason = deferral.reason.replace(" ", "_") or "-"
+    return f"{deferral.seq} {deferral.attempts} {not_before} {reason} {deferral.error}".encode()
+
+
+def _deferral(raw: bytes | None) -> Deferral | None:
+    if not raw:
+        return None
+    seq, attempts, not_before, reason, error = raw.decode().split(" ", 4)
+    ms = int(not_before)
+    return Deferral(
+        int(seq), int(attempts), float("inf") if ms < 0 else ms / 1000, reason, error
+    )
+
+
 def _digest(message_id: bytes) -> bytes:
     return blake2b(message_id, digest_size=DIGEST_SIZE).digest()
 
@@ -241,6 +314,9 @@ class RedisStore:
         self._commit = client.register_script(COMMIT)
         self._release = client.register_script(RELEASE)
         self._outbox_ack = client.register_script(OUTBOX_ACK)
+        self._outbox_claim = client.register_script(OUTBOX_CLAIM)
+        self._outbox_done = client.register_script(OUTBOX_DONE)
+        self._outbox_defer = client.register_script(OUTBOX_DEFER)
 
     @classmethod
     async def connect(
@@ -354,6 +430,62 @@ class RedisStore:
     async def outbox_ack(self, key: ConversationKey, upto_seq: int) -> None:
         _, _, outbox = self.keys(key)
         await self._outbox_ack(keys=(outbox,), args=(upto_seq,))
+
+    # -- the sender's additions ------------------------------------------------------------
+
+    def sender_keys(self, key: ConversationKey) -> tuple[str, str, str]:
+        """The sender lease, deferral and outbox key names of a conversation."""
+        conv = conversation_id(key)
+        p = self.prefix
+        return f"{p}s:{{{conv}}}", f"{p}d:{{{conv}}}", f"{p}o:{{{conv}}}"
+
+    async def outbox_claim(self, key: ConversationKey, owner: str, lease: float) -> Sending | None:
+        lease_ms = max(1, round(lease * 1000)) if lease > 0 else 0
+        reply = await self._outbox_claim(keys=self.sender_keys(key), args=(owner, lease_ms))
+        if reply[0] == 0:
+            return None
+        items = []
+        for raw in reply[1]:
+            seq, payload = raw.split(b" ", 1)
+            items.append(OutboxItem(int(seq), payload))
+        deferral = _deferral(reply[2])
+        if deferral is not None and (not items or deferral.seq != items[0].seq):
+            deferral = None
+        return Sending(tuple(items), deferral)
+
+    async def outbox_done(
+        self, key: ConversationKey, owner: str, upto_seq: int, lease: float = 0.0
+    ) -> None:
+        lease_ms = max(1, round(lease * 1000)) if lease > 0 else 0
+        await self._outbox_done(keys=self.sender_keys(key), args=(owner, upto_seq, lease_ms))
+
+    async def outbox_defer(self, key: ConversationKey, owner: str, deferral: Deferral) -> None:
+        await self._outbox_defer(
+            keys=self.sender_keys(key), args=(owner, deferral.seq, _deferral_text(deferral))
+        )
+
+    async def outbox_due(self, now: float) -> list[ConversationKey]:
+        """SCANs the outbox lists, then reads each one's first item and deferral in one
+        pipelined round trip per thousand: recovery sweeps only."""
+        keys = await self._scan("o")
+        due: list[ConversationKey] = []
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            pipe = self.client.pipeline(transaction=False)
+            for key in batch:
+                _, deferred, outbox = self.sender_keys(key)
+                pipe.get(deferred)
+                pipe.lindex(outbox, 0)
+            replies = await pipe.execute()
+            for n, key in enumerate(batch):
+                deferral = _deferral(replies[2 * n])
+                first = replies[2 * n + 1]
+                if first is None:
+                    continue  # acknowledged since the scan
+                head = int(first.split(b" ", 1)[0])
+                if deferral is None or deferral.seq != head or deferral.not_before <= now:
+                    due.append(key)
+        return due
 
     async def _scan(self, kind: str) -> list[ConversationKey]:
         start = len(self.prefix) + len(kind) + 2  # "<prefix><kind>:{"

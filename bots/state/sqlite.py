@@ -8,7 +8,8 @@ WAL mode lets readers in other processes proceed while a write is under way.
 
 Tables: `sessions` (session bytes, CAS version, inbox/outbox counters, expiry), `inbox`
 (pending items; handled items stay as payload-less rows for de-duplication, the last
-`dedupe_window` per conversation), `outbox`, `locks`.
+`dedupe_window` per conversation), `outbox`, `locks`, `outbox_state` (the sender's lease and the
+deferral of the outbox's first item; a row only while either exists).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bots.state import (
     conversation_id,
     parse_conversation_id,
 )
-from bots.state.protocol import Claim, OutboxItem, Pending, StaleClaim
+from bots.state.protocol import Claim, Deferral, OutboxItem, Pending, Sending, StaleClaim
 from flows.vocab import ConversationKey
 
 T = TypeVar("T")
@@ -65,6 +66,16 @@ CREATE TABLE IF NOT EXISTS locks (
     conv TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox_state (
+    conv TEXT PRIMARY KEY,
+    sender TEXT NOT NULL DEFAULT '',
+    sender_until REAL NOT NULL DEFAULT 0,
+    seq INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL,
+    reason TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 """
 
@@ -176,6 +187,11 @@ class SqliteStore:
                 (now,),
             )
             con.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+            con.execute(
+                "DELETE FROM outbox_state WHERE sender_until <= ? AND NOT EXISTS "
+                "(SELECT 1 FROM outbox WHERE outbox.conv = outbox_state.conv)",
+                (now,),
+            )
 
         self._write(purge)
 
@@ -352,6 +368,129 @@ class SqliteStore:
             )
 
         await self._run(self._write, tx)
+
+    # -- the sender's additions ------------------------------------------------------------
+
+    def _outbox_claim(self, key: ConversationKey, owner: str, lease: float) -> Sending | None:
+        conv = conversation_id(key)
+        now = time.time()
+
+        def read(con: sqlite3.Connection) -> Sending:
+            items = tuple(
+                OutboxItem(seq, payload)
+                for seq, payload in con.execute(
+                    "SELECT seq, payload FROM outbox WHERE conv = ? ORDER BY seq", (conv,)
+                )
+            )
+            row = con.execute(
+                "SELECT seq, attempts, not_before, reason, error FROM outbox_state "
+                "WHERE conv = ? AND seq IS NOT NULL",
+                (conv,),
+            ).fetchone()
+            deferral = None
+            if row is not None and items and row[0] == items[0].seq:
+                seq, attempts, not_before, reason, error = row
+                not_before = float("inf") if not_before is None else not_before
+                deferral = Deferral(seq, attempts, not_before, reason, error)
+            return Sending(items, deferral)
+
+        def claim(con: sqlite3.Connection) -> Sending | None:
+            row = con.execute(
+                "SELECT sender, sender_until FROM outbox_state WHERE conv = ?", (conv,)
+            ).fetchone()
+            if row is not None and row[0] and row[0] != owner and row[1] > now:
+                return None
+            con.execute(
+                "INSERT INTO outbox_state (conv, sender, sender_until) VALUES (?, ?, ?) "
+                "ON CONFLICT (conv) DO UPDATE SET sender = excluded.sender, "
+                "sender_until = excluded.sender_until",
+                (conv, owner, now + lease),
+            )
+            return read(con)
+
+        if lease > 0:
+            return self._write(claim)
+        con = self._con
+        assert con is not None, "store is closed"
+        con.execute("BEGIN")  # one read snapshot for both tables
+        try:
+            return read(con)
+        finally:
+            con.execute("COMMIT")
+
+    @staticmethod
+    def _sender_release(
+        con: sqlite3.Connection, conv: str, owner: str, lease: float, now: float
+    ) -> None:
+        if owner:
+            if lease > 0:
+                con.execute(
+                    "UPDATE outbox_state SET sender_until = ? WHERE conv = ? AND sender = ?",
+                    (now + lease, conv, owner),
+                )
+            else:
+                con.execute(
+                    "UPDATE outbox_state SET sender = '', sender_until = 0 "
+                    "WHERE conv = ? AND sender = ?",
+                    (conv, owner),
+                )
+        con.execute(
+            "DELETE FROM outbox_state WHERE conv = ? AND seq IS NULL "
+            "AND (sender = '' OR sender_until <= ?)",
+            (conv, now),
+        )
+
+    async def outbox_claim(self, key: ConversationKey, owner: str, lease: float) -> Sending | None:
+        return await self._run(self._outbox_claim, key, owner, lease)
+
+    async def outbox_done(
+        self, key: ConversationKey, owner: str, upto_seq: int, lease: float = 0.0
+    ) -> None:
+        conv = conversation_id(key)
+
+        def tx(con: sqlite3.Connection) -> None:
+            now = time.time()
+            if upto_seq:
+                con.execute("DELETE FROM outbox WHERE conv = ? AND seq <= ?", (conv, upto_seq))
+                con.execute(
+                    "UPDATE outbox_state SET seq = NULL, attempts = 0, not_before = NULL, "
+                    "reason = '', error = '' WHERE conv = ? AND seq <= ?",
+                    (conv, upto_seq),
+                )
+            self._sender_release(con, conv, owner, lease, now)
+
+        await self._run(self._write, tx)
+
+    async def outbox_defer(self, key: ConversationKey, owner: str, deferral: Deferral) -> None:
+        conv = conversation_id(key)
+        not_before = None if deferral.not_before == float("inf") else deferral.not_before
+
+        def tx(con: sqlite3.Connection) -> None:
+            if con.execute(
+                "SELECT 1 FROM outbox WHERE conv = ? AND seq = ?", (conv, deferral.seq)
+            ).fetchone():
+                con.execute(
+                    "INSERT INTO outbox_state (conv, seq, attempts, not_before, reason, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conv) DO UPDATE SET "
+                    "seq = excluded.seq, attempts = excluded.attempts, "
+                    "not_before = excluded.not_before, reason = excluded.reason, "
+                    "error = excluded.error",
+                    (conv, deferral.seq, deferral.attempts, not_before, deferral.reason,
+                     deferral.error),
+                )
+            self._sender_release(con, conv, owner, 0.0, time.time())
+
+        await self._run(self._write, tx)
+
+    async def outbox_due(self, now: float) -> list[ConversationKey]:
+        rows = await self._run(
+            self._read,
+            "SELECT h.conv FROM (SELECT conv, MIN(seq) AS head FROM outbox GROUP BY conv) AS h "
+            "LEFT JOIN outbox_state AS s ON s.conv = h.conv "
+            "WHERE s.seq IS NULL OR s.seq != h.head OR s.not_before <= ?",
+            (now,),
+        )
+        return [parse_conversation_id(conv) for (conv,) in rows]
 
     async def pending_keys(self) -> list[ConversationKey]:
         rows = await self._run(self._read, "SELECT DISTINCT conv FROM inbox WHERE done = 0", ())

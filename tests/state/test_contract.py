@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bots.state import DUPLICATE, Claim, StaleClaim, Store
+from bots.state import DUPLICATE, Claim, Deferral, StaleClaim, Store
 from bots.state.memory import MemoryStore
 from bots.state.redis import RedisStore
 from bots.state.sqlite import SqliteStore
@@ -385,3 +385,93 @@ async def test_concurrent_messages_and_workers_process_each_message_once_in_orde
     state = json.loads(claim.session or b"{}")
     assert state["seen"] == [mid for _, mid in handled_log]
     assert claim.version == total
+
+
+# -- the sender: lease and deferral of the outbox's first item -------------------------------
+
+
+async def _replies(store: Store, key: ConversationKey, *payloads: bytes) -> list[int]:
+    """Append `payloads` to the conversation's outbox (through a real turn); their seqs."""
+    mid = f"turn-{payloads[0].decode()}"
+    assert await store.accept(key, mid, b"in")
+    claim = await store.claim(key, "worker")
+    assert claim is not None
+    nxt, added = await store.commit_with_outbox(claim, b"s", claim.items[-1].seq, payloads)
+    assert nxt is None
+    return [item.seq for item in added]
+
+
+async def test_sender_lease_is_exclusive_renewable_and_released_by_done(make: Make) -> None:
+    first_store, second_store = await make(), await make()
+    seqs = await _replies(first_store, BOB, b"a", b"b")
+    sending = await first_store.outbox_claim(BOB, "sender-1", 30.0)
+    assert sending is not None and sending.deferral is None
+    assert [(i.seq, i.payload) for i in sending.items] == list(zip(seqs, [b"a", b"b"], strict=True))
+    assert await second_store.outbox_claim(BOB, "sender-2", 30.0) is None  # held
+    assert await first_store.outbox_claim(BOB, "sender-1", 30.0) is not None  # renewed
+    # A read without a lease neither waits for nor disturbs the holder.
+    peek = await second_store.outbox_claim(BOB, "", 0)
+    assert peek is not None and len(peek.items) == 2
+    await first_store.outbox_done(BOB, "sender-1", seqs[0], 30.0)  # ack one, keep the lease
+    assert await second_store.outbox_claim(BOB, "sender-2", 30.0) is None
+    await first_store.outbox_done(BOB, "sender-1", seqs[1])  # ack the rest and release
+    after = await second_store.outbox_claim(BOB, "sender-2", 30.0)
+    assert after is not None and after.items == ()
+    assert await second_store.outbox_keys() == []
+
+
+async def test_an_expired_sender_lease_lets_another_sender_in(make: Make) -> None:
+    first_store, second_store = await make(), await make()
+    await _replies(first_store, BOB, b"a")
+    assert await first_store.outbox_claim(BOB, "sender-1", 0.2) is not None
+    assert await second_store.outbox_claim(BOB, "sender-2", 0.2) is None
+    await asyncio.sleep(0.35)
+    taken = await second_store.outbox_claim(BOB, "sender-2", 30.0)
+    assert taken is not None and [i.payload for i in taken.items] == [b"a"]
+    # The first sender's late release does not free the second sender's lease.
+    await first_store.outbox_done(BOB, "sender-1", 0)
+    assert await first_store.outbox_claim(BOB, "sender-1", 30.0) is None
+
+
+async def test_deferral_is_kept_until_its_item_is_acknowledged(make: Make) -> None:
+    first_store, second_store = await make(), await make()
+    seqs = await _replies(first_store, BOB, b"a", b"b")
+    assert await first_store.outbox_claim(BOB, "sender-1", 30.0) is not None
+    later = 4_000_000_000.0  # 2096: not due in this test's lifetime
+    deferral = Deferral(seqs[0], 3, later, "retry", "Graph API tạm thời lỗi (mã 2)")
+    await first_store.outbox_defer(BOB, "sender-1", deferral)
+    # Another process (store instance) sees the same deferral; the lease was released.
+    sending = await second_store.outbox_claim(BOB, "sender-2", 30.0)
+    assert sending is not None and sending.deferral == deferral
+    assert await second_store.outbox_due(1_000.0) == []
+    assert await second_store.outbox_due(later) == [BOB]
+    # Waiting for the person (no time): never due by time, still listed as undelivered.
+    window = Deferral(seqs[0], 3, float("inf"), "window")
+    await second_store.outbox_defer(BOB, "sender-2", window)
+    again = await first_store.outbox_claim(BOB, "", 0)
+    assert again is not None and again.deferral == window
+    assert await first_store.outbox_due(later * 10) == []
+    assert await first_store.outbox_keys() == [BOB]
+    await first_store.outbox_done(BOB, "", seqs[0])
+    rest = await first_store.outbox_claim(BOB, "", 0)
+    assert rest is not None and rest.deferral is None
+    assert [i.payload for i in rest.items] == [b"b"]
+    assert await first_store.outbox_due(0.0) == [BOB]
+
+
+async def test_a_stale_deferral_is_ignored_and_deferring_a_gone_item_does_nothing(
+    make: Make,
+) -> None:
+    store = await make()
+    seqs = await _replies(store, ALICE, b"a", b"b")
+    await store.outbox_defer(ALICE, "", Deferral(seqs[0], 1, 4_000_000_000.0, "retry"))
+    await store.outbox_ack(ALICE, seqs[0])  # acknowledged elsewhere (the old way)
+    sending = await store.outbox_claim(ALICE, "", 0)
+    assert sending is not None and sending.deferral is None
+    assert await store.outbox_due(0.0) == [ALICE]
+    await store.outbox_defer(ALICE, "", Deferral(seqs[0], 2, 4_000_000_000.0, "retry"))
+    sending = await store.outbox_claim(ALICE, "", 0)
+    assert sending is not None and sending.deferral is None
+    await store.outbox_done(ALICE, "", seqs[1])
+    assert await store.outbox_keys() == []
+    assert await store.outbox_due(0.0) == []
