@@ -247,8 +247,11 @@ class MemoryStore:
             if not conv.outbox:
                 continue
             deferral = conv.deferral
-            stale = deferral is None or deferral.seq != conv.outbox[0].seq
-            if stale or deferral.not_before <= now:  # type: ignore[union-attr]
+            if (
+                deferral is None
+                or deferral.seq != conv.outbox[0].seq  # stale: its item is gone
+                or deferral.not_before <= now
+            ):
                 due.append(key)
         return due
 
