@@ -93,6 +93,7 @@ class NotificationKind(enum.Enum):
     NOTIFY = "notify"  # the flow asked to tell the organisers something
     HANDOVER = "handover"  # the person asked for a human; the bot is paused for them
     REAUTHORISE = "reauthorise"  # a channel's credentials died: an admin must authorise again
+    UNDELIVERED = "undelivered"  # a bot message failed for good (bots/delivery.py)
     CHANNEL = "channel"  # a channel's health check found a problem (Page unsubscribed, ...)
 
 
