@@ -53,6 +53,11 @@ class Settings:
     zalo_code_verifier: str = field(default="", repr=False)
     zalo_site_verification: tuple[str, ...] = ()  # domain verification codes (public)
     channel_health_every: float = 300.0  # seconds between channel health checks (0: never)
+    # Free space under the data directory (bots/ops/diskguard.py): organisers are warned below
+    # `disk_warn_mb`, new media is refused below `disk_min_mb`. None: 2048 / 500 MB, or 5 % /
+    # 2 % of the disk when that is less. 0 turns a level off.
+    disk_warn_mb: int | None = None
+    disk_min_mb: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -112,6 +117,20 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return _float(env, name, default)
 
 
+def _megabytes(env: Mapping[str, str], name: str) -> int | None:
+    """A size in MB; unset → None (the automatic default), 0 allowed (off)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: cần một số nguyên (MB)") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r}: không được âm")
+    return value
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path.resolve()}"
 
@@ -157,6 +176,8 @@ def from_env(env: Mapping[str, str] | None = None, *, create_dirs: bool = True) 
             if code.strip()
         ),
         channel_health_every=_seconds(env, "LOA_CHANNEL_HEALTH_EVERY", 300.0),
+        disk_warn_mb=_megabytes(env, "LOA_DISK_WARN_MB"),
+        disk_min_mb=_megabytes(env, "LOA_DISK_MIN_MB"),
     )
 
 
