@@ -65,7 +65,6 @@ from bots.records.models import (
     Participant,
     ReviewDecision,
     Submission,
-    SubmissionStatus,
 )
 from flows.compiler import CompiledBundle
 from flows.schema import ExpectKind
@@ -93,12 +92,6 @@ ROLE_NAMES = {
     OrganiserRole.ADMIN: "Quản trị",
     OrganiserRole.ORGANISER: "Cán bộ phụ trách",
     OrganiserRole.REVIEWER: "Người chấm",
-}
-SUBMISSION_NAMES = {
-    SubmissionStatus.DRAFT: "Đang làm dở",
-    SubmissionStatus.SUBMITTED: "Chờ duyệt",
-    SubmissionStatus.APPROVED: "Đã duyệt",
-    SubmissionStatus.REJECTED: "Không đạt",
 }
 FIELD_NAMES = {
     "ho_ten": "Họ và tên",
@@ -558,7 +551,7 @@ async def export(request: web.Request) -> web.StreamResponse:
             e.submission_id, e.participant.name, _unit_name(visitor, e.unit),
             e.participant.phone, e.participant.email,
             rv.campaign_title(visitor.bundle, e.submission.campaign), e.submission.wave,
-            SUBMISSION_NAMES[e.submission.status], fmt.local(e.submitted_at),
+            rv.status_of(e.submission, e.pending)[1], fmt.local(e.submitted_at),
             e.pending, e.accepted, e.rejected,
         )])
     async with deps.db.sessions() as session, session.begin():
@@ -613,7 +606,7 @@ async def _submission_page(
         "submission.html",
         status=status,
         view=view,
-        duplicates=found,
+        duplicates=dups.grouped(found),
         error=error,
         done=request.query.get("done", ""),
         next_id=next_id,
@@ -621,7 +614,7 @@ async def _submission_page(
         campaign=rv.campaign_title(visitor.bundle, view.submission.campaign),
         window=fmt.window_text(closes, channel, now),
         urgency=fmt.window_urgency(closes, now),
-        statuses=SUBMISSION_NAMES,
+        state=rv.status_of(view.submission, view.pending),
         quick_reasons=QUICK_REASONS,
         ago=lambda m: fmt.ago(m, now),
         local=fmt.local,
@@ -642,7 +635,17 @@ async def _after_decision(request: web.Request, outcome: rv.Decided) -> web.Stre
     except Exception:  # the periodic task tries again; the decision itself is stored
         log.exception("submission %d: events not sent yet", outcome.submission_id)
     done = "approved" if outcome.approved else "saved"
-    raise _redirect(_url(request, "submission", {"done": done}, id=outcome.submission_id))
+    url = _url(request, "submission", {"done": done}, id=outcome.submission_id)
+    async with deps.db.reads() as session:
+        view = await rv.load_submission(session, visitor.access, outcome.submission_id,
+                                        visitor.bundle)
+    if view is not None:
+        # On to the next item still waiting (the browser scrolls there; the page's script
+        # selects it for the keyboard); with none left, the top says what happened.
+        waiting = [c for c in view.criteria if c.current.item.status.value == "pending"]
+        if waiting:
+            url += f"#item-{waiting[0].current.item.id}"
+    raise _redirect(url)
 
 
 async def decision(request: web.Request) -> web.StreamResponse:
@@ -771,6 +774,7 @@ async def _participant_page(
             select(Submission).where(Submission.participant_id == participant.id)
             .order_by(Submission.id.desc())
         )).all()
+        pending = await rv.pending_counts(session, [s.id for s in submissions])
         requests = (await session.scalars(
             select(OrganiserNotification).where(
                 OrganiserNotification.participant_id == participant.id,
@@ -804,7 +808,8 @@ async def _participant_page(
         error=error,
         done=request.query.get("done", ""),
         can_send=deps.send is not None,
-        statuses=SUBMISSION_NAMES,
+        status_of=rv.status_of,
+        pending=pending,
         campaign_title=lambda slug: rv.campaign_title(visitor.bundle, slug),
         ago=lambda m: fmt.ago(m, now),
         local=fmt.local,

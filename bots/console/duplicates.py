@@ -28,12 +28,12 @@ NEAR_BITS = 6
 LIMIT = 20  # matches per reason shown
 
 REASONS = {
-    "sha256": "Cùng một tệp ảnh",
-    "platform_id": "Cùng mã tệp trên nền tảng (ảnh được chuyển tiếp)",
-    "qr": "Cùng nội dung mã QR",
-    "phone": "Cùng số điện thoại",
-    "email": "Cùng email",
-    "phash": "Ảnh gần giống (chỉ là gợi ý)",
+    "sha256": "cùng một tệp ảnh",
+    "platform_id": "cùng mã tệp trên nền tảng (ảnh được chuyển tiếp)",
+    "qr": "cùng nội dung mã QR",
+    "phone": "cùng số điện thoại",
+    "email": "cùng email",
+    "phash": "ảnh gần giống (chỉ là gợi ý)",
 }
 
 
@@ -54,6 +54,38 @@ class Duplicate:
     @property
     def label(self) -> str:
         return REASONS[self.reason]
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup:
+    """Every reason one other person's entry looks like this one (for the page)."""
+
+    other_participant_id: int
+    other_name: str | None
+    other_submission_id: int | None
+    reasons: tuple[str, ...]  # keys of REASONS, strong ones first
+
+    @property
+    def strong(self) -> bool:
+        return any(r != "phash" for r in self.reasons)
+
+    @property
+    def labels(self) -> list[str]:
+        return [REASONS[r] for r in self.reasons]
+
+
+def grouped(found: list[Duplicate]) -> list[DuplicateGroup]:
+    """One line per other person and submission, strong matches first."""
+    order = list(REASONS)
+    groups: dict[tuple[int, int | None], list[Duplicate]] = {}
+    for d in found:
+        groups.setdefault((d.other_participant_id, d.other_submission_id), []).append(d)
+    out = []
+    for (pid, sid), rows in groups.items():
+        reasons = sorted({d.reason for d in rows}, key=order.index)
+        out.append(DuplicateGroup(pid, rows[0].other_name, sid, tuple(reasons)))
+    out.sort(key=lambda g: (not g.strong, -len(g.reasons), g.other_participant_id))
+    return out
 
 
 async def _same_value(
@@ -278,4 +310,13 @@ async def flagged(
     return out
 
 
-__all__ = ["NEAR_BITS", "REASONS", "Duplicate", "find_duplicates", "flagged", "hamming"]
+__all__ = [
+    "NEAR_BITS",
+    "REASONS",
+    "Duplicate",
+    "DuplicateGroup",
+    "find_duplicates",
+    "flagged",
+    "grouped",
+    "hamming",
+]

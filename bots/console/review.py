@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bots.console import audit
@@ -189,6 +189,35 @@ class QueueEntry:
     accepted: int = 0
     rejected: int = 0
     paused: bool = False
+
+
+def status_of(submission: Submission, pending: int) -> tuple[str, str]:
+    """(CSS key, label) of a submission as organisers think of it."""
+    if submission.status is SubmissionStatus.APPROVED:
+        return "approved", "Đã duyệt"
+    if submission.status is SubmissionStatus.REJECTED:
+        return "rejected", "Không đạt"
+    if submission.submitted_at is None:
+        return "draft", "Đang làm dở"
+    if pending:
+        return "submitted", "Chờ duyệt"
+    return "returned", "Chờ gửi lại"
+
+
+async def pending_counts(session: AsyncSession, submission_ids: list[int]) -> dict[int, int]:
+    if not submission_ids:
+        return {}
+    rows = (
+        await session.execute(
+            select(EvidenceItem.submission_id, func.count())
+            .where(
+                EvidenceItem.submission_id.in_(submission_ids),
+                EvidenceItem.status == EvidenceStatus.PENDING,
+            )
+            .group_by(EvidenceItem.submission_id)
+        )
+    ).all()
+    return {sid: int(count) for sid, count in rows}
 
 
 def _pending_exists() -> ColumnElement[bool]:
@@ -853,7 +882,9 @@ __all__ = [
     "dispatch_reviews",
     "fill_entries",
     "load_submission",
+    "pending_counts",
     "queue_order",
     "status_condition",
+    "status_of",
     "system_inbound",
 ]
