@@ -123,8 +123,8 @@ class ConsoleDeps:
     console offers no messaging). `flows` and `tree` return the current compiled bundle and
     organisation tree (they may change on reload)."""
 
-    db: Database
-    files: FileStore
+    db: Database | Callable[[], Database]  # or a function: mounted before the runtime starts
+    files: FileStore | Callable[[], FileStore]
     flows: Callable[[], CompiledBundle]
     tree: Callable[[], OrgTree]
     notify: Callable[[Inbound], Awaitable[Any]]
@@ -136,6 +136,12 @@ class ConsoleDeps:
     rate_limit: auth.RateLimit = field(default_factory=auth.RateLimit)
     clock: Callable[[], datetime] = _utcnow
     page_size: int = 30
+
+    def database(self) -> Database:
+        return self.db if isinstance(self.db, Database) else self.db()
+
+    def file_store(self) -> FileStore:
+        return self.files if isinstance(self.files, FileStore) else self.files()
 
 
 DEPS: web.AppKey[ConsoleDeps] = web.AppKey("console_deps", ConsoleDeps)
@@ -279,7 +285,7 @@ async def _authenticate(
     deps = _deps(request)
     now = deps.clock()
     token = request.cookies.get(COOKIE, "")
-    found = await auth.find_session(deps.db, token, now, deps.sessions) if token else None
+    found = await auth.find_session(deps.database(), token, now, deps.sessions) if token else None
     if found is None:
         target = request.path_qs if request.method == "GET" else _url(request, "queue")
         raise _redirect(_url(request, "login", {"next": target}))
@@ -339,7 +345,7 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, v
 async def login_page(request: web.Request) -> web.StreamResponse:
     deps = _deps(request)
     token = request.cookies.get(COOKIE, "")
-    if token and await auth.find_session(deps.db, token, deps.clock(), deps.sessions):
+    if token and await auth.find_session(deps.database(), token, deps.clock(), deps.sessions):
         raise _redirect(_safe_next(request, request.query.get("next")))
     return _login_form(request, request.query.get("next", ""))
 
@@ -369,7 +375,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     now = deps.clock()
     if not login or not password:
         return _login_form(request, next_url, "Hãy nhập email và mật khẩu.", 400, login)
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         wait = await auth.blocked_for(session, login, ip, now, deps.rate_limit)
         organiser = await session.scalar(
             select(Organiser).where(Organiser.login == login, Organiser.active.is_(True))
@@ -383,7 +389,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     ok = await auth.check_password_async(
         organiser.password_hash if organiser is not None else None, password
     )
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         auth.record_attempt(session, login, ip, now, ok)
         if not ok or organiser is None:
             return _login_form(request, next_url, "Email hoặc mật khẩu không đúng.", 401, login)
@@ -406,7 +412,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     deps = _deps(request)
     visitor = request[VISITOR]
     now = deps.clock()
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         await auth.revoke_session(session, visitor.login_id, now)
         audit.record(session, visitor.organiser, audit.LOGOUT, now, ip=client_ip(request))
     response = _redirect(_url(request, "login"))
@@ -437,7 +443,7 @@ async def password_post(request: web.Request) -> web.StreamResponse:
         return render(request, "password.html", status=400, error=error, done=False)
     hashed = await auth.hash_password_async(new)
     now = deps.clock()
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         fresh = await session.get(Organiser, organiser.id)
         assert fresh is not None
         await auth.set_password(session, fresh, hashed, now, keep_session=visitor.login_id)
@@ -477,7 +483,7 @@ async def queue(request: web.Request) -> web.StreamResponse:
     if flt.campaign and flt.campaign not in visitor.bundle.campaigns:
         flt = rv.QueueFilter(**{**_asdict(flt), "campaign": "", "wave": ""})
     now = deps.clock()
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         order = await rv.queue_order(session, visitor.access, visitor.tree, visitor.bundle, flt,
                                      now)
         size = deps.page_size
@@ -535,7 +541,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         return _forbidden(request, "Tài khoản người chấm không xuất được danh sách.")
     flt = rv.QueueFilter.parse(request.query)
     now = deps.clock()
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         order = (await rv.queue_order(session, visitor.access, visitor.tree, visitor.bundle,
                                       flt, now))[:EXPORT_LIMIT]
         await rv.fill_entries(session, order, visitor.bundle)
@@ -554,7 +560,7 @@ async def export(request: web.Request) -> web.StreamResponse:
             rv.status_of(e.submission, e.pending)[1], fmt.local(e.submitted_at),
             e.pending, e.accepted, e.rejected,
         )])
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         audit.record(session, visitor.organiser, audit.EXPORTED, now, ip=client_ip(request),
                      rows=len(order), filter=flt.query())
     stamp = now.astimezone(fmt.LOCAL).strftime("%Y%m%d-%H%M")
@@ -587,7 +593,7 @@ async def _submission_page(
     deps = _deps(request)
     visitor = request[VISITOR]
     now = deps.clock()
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         view = await rv.load_submission(session, visitor.access, submission_id, visitor.bundle)
         if view is None:
             raise _NotFound()
@@ -596,7 +602,7 @@ async def _submission_page(
         next_id = None
         if view.pending == 0:
             next_id = await _next_in_queue(session, visitor, submission_id, now)
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         audit.record(session, visitor.organiser, audit.SUBMISSION_VIEWED, now,
                      participant_id=view.participant.id, ip=client_ip(request),
                      submission=submission_id)
@@ -630,13 +636,13 @@ async def _after_decision(request: web.Request, outcome: rv.Decided) -> web.Stre
     deps = _deps(request)
     visitor = request[VISITOR]
     try:
-        await rv.dispatch_reviews(deps.db, deps.notify, deps.clock(), bundle=visitor.bundle,
+        await rv.dispatch_reviews(deps.database(), deps.notify, deps.clock(), bundle=visitor.bundle,
                                   submission_id=outcome.submission_id)
     except Exception:  # the periodic task tries again; the decision itself is stored
         log.exception("submission %d: events not sent yet", outcome.submission_id)
     done = "approved" if outcome.approved else "saved"
     url = _url(request, "submission", {"done": done}, id=outcome.submission_id)
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         view = await rv.load_submission(session, visitor.access, outcome.submission_id,
                                         visitor.bundle)
     if view is not None:
@@ -656,7 +662,7 @@ async def decision(request: web.Request) -> web.StreamResponse:
     choice = form.get("decision", "")
     kinds = {"accept": ReviewDecision.ACCEPT, "reject": ReviewDecision.REJECT}
     now = deps.clock()
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         found = await visitor.access.evidence(session, evidence_id)
         if found is None:
             raise _NotFound()
@@ -682,7 +688,7 @@ async def accept_all(request: web.Request) -> web.StreamResponse:
     visitor = request[VISITOR]
     submission_id = _id(request)
     now = deps.clock()
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         try:
             outcome = await rv.accept_all(session, visitor.access, visitor.organiser,
                                           submission_id, now, ip=client_ip(request))
@@ -703,13 +709,13 @@ async def evidence_file(request: web.Request) -> web.StreamResponse:
     visitor = request[VISITOR]
     evidence_id = _id(request)
     now = deps.clock()
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         found = await visitor.access.evidence(session, evidence_id)
         if found is None or not found[0].sha256:
             raise _NotFound()
         item, sub, participant = found
         try:
-            path = deps.files.path(item.sha256 or "")
+            path = deps.file_store().path(item.sha256 or "")
         except BadHash:
             raise _NotFound() from None
         if not path.is_file():
@@ -756,7 +762,7 @@ async def _participant_page(
     deps = _deps(request)
     visitor = request[VISITOR]
     now = deps.clock()
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         participant = await visitor.access.participant(session, participant_id)
         if participant is None:
             raise _NotFound()
@@ -780,7 +786,7 @@ async def _participant_page(
                 OrganiserNotification.participant_id == participant.id,
             ).order_by(OrganiserNotification.id.desc()).limit(10)
         )).all()
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         audit.record(session, visitor.organiser, audit.PARTICIPANT_VIEWED, now,
                      participant_id=participant.id, ip=client_ip(request))
     channels = [
@@ -832,7 +838,7 @@ async def _hand_action(
     visitor = request[VISITOR]
     participant_id = _id(request)
     now = deps.clock()
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         person = await visitor.access.participant(session, participant_id)
         if person is None:
             raise _NotFound()
@@ -864,7 +870,7 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     text = form.get("text", "")
     now = deps.clock()
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         person = await visitor.access.participant(session, participant_id)
         if person is None:
             raise _NotFound()
@@ -906,7 +912,7 @@ async def handovers(request: web.Request) -> web.StreamResponse:
     deps = _deps(request)
     visitor = request[VISITOR]
     now = deps.clock()
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         rows = (await session.execute(
             select(ChannelIdentity, Participant)
             .join(Participant, Participant.id == ChannelIdentity.participant_id)
@@ -950,7 +956,7 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
         return _forbidden(request, "Chỉ tài khoản quản trị xem được nhật ký.")
     before = request.query.get("before", "")
     now = deps.clock()
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         managed = await _managed_ids(session, visitor)
         rows = await audit.recent(
             session, visitor.access.where(), list(managed),
@@ -976,7 +982,7 @@ async def organisers_page(
     visitor = request[VISITOR]
     if not can_manage_accounts(visitor.role):
         return _forbidden(request, "Chỉ tài khoản quản trị quản lý được tài khoản.")
-    async with deps.db.reads() as session:
+    async with deps.database().reads() as session:
         managed = await _managed_ids(session, visitor)
         last_seen = dict((await session.execute(
             select(OrganiserSession.organiser_id, func.max(OrganiserSession.last_seen_at))
@@ -1034,7 +1040,7 @@ async def organisers_create(request: web.Request) -> web.StreamResponse:
     hashed = await auth.hash_password_async(password)
     now = deps.clock()
     try:
-        async with deps.db.sessions() as session, session.begin():
+        async with deps.database().sessions() as session, session.begin():
             account = await auth.create_organiser(
                 session, login=login, password_hash=hashed, role=role, org=org, now=now,
                 name=form.get("name", "").strip()[:255] or None, units=units,
@@ -1060,7 +1066,7 @@ async def organisers_change(request: web.Request) -> web.StreamResponse:
     if action == "reset":
         password = auth.generate_password()
         hashed = await auth.hash_password_async(password)
-    async with deps.db.sessions() as session, session.begin():
+    async with deps.database().sessions() as session, session.begin():
         account = await session.get(Organiser, account_id)
         if account is None or not manageable(visitor.organiser, account.org, visitor.tree):
             raise _NotFound()
@@ -1164,15 +1170,17 @@ async def console_tick(deps: ConsoleDeps, now: datetime | None = None) -> None:
     login attempts and sessions."""
     moment = now or deps.clock()
     try:
-        await rv.dispatch_reviews(deps.db, deps.notify, moment, bundle=deps.flows())
+        await rv.dispatch_reviews(deps.database(), deps.notify, moment, bundle=deps.flows())
     except Exception:
         log.exception("sending review decisions failed; next tick retries")
     try:
-        await hand.release_stale_handovers(deps.db, deps.notify, moment, deps.handover_timeout)
+        await hand.release_stale_handovers(
+            deps.database(), deps.notify, moment, deps.handover_timeout
+        )
     except Exception:
         log.exception("releasing stale hand-overs failed; next tick retries")
     try:
-        async with deps.db.sessions() as session, session.begin():
+        async with deps.database().sessions() as session, session.begin():
             await auth.forget_old(session, moment, timedelta(days=90))
     except Exception:
         log.exception("console housekeeping failed")

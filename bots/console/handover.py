@@ -15,6 +15,7 @@ takes that over the same way. Such a request no one has taken stays paused (and 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,7 +35,7 @@ from bots.records.models import (
     OrganiserNotification,
     Participant,
 )
-from flows.vocab import ConversationKey, Inbound, NoticeKind, Outbound
+from flows.vocab import ConversationKey, Inbound, InboundKind, NoticeKind, Outbound
 
 log = logging.getLogger("loa.console.handover")
 
@@ -241,6 +242,34 @@ def console_message(text: str) -> Outbound:
     return Outbound(text.strip(), notice=NoticeKind.SYSTEM)
 
 
+SYSTEM_SAY = "say"
+
+
+def say_inbound(key: ConversationKey, message: Outbound, now: datetime) -> Inbound:
+    """An organiser's message as a SYSTEM "say" event for the conversation's inbox (for a
+    runtime whose engine answers "say" with `Outbound(text, notice=SYSTEM)`): it then reaches
+    the person in order with the bot's replies, through the normal sender."""
+    return Inbound(
+        district=key.district,
+        channel=key.channel,
+        user_id=key.user_id,
+        kind=InboundKind.SYSTEM,
+        message_id=f"console:say:{uuid.uuid4().hex}",
+        timestamp=now,
+        payload=SYSTEM_SAY,
+        data=(("text", message.text),),
+    )
+
+
+def send_through_inbox(notify: Notify, clock: Callable[[], datetime]) -> Send:
+    """A `ConsoleDeps.send` that enters "say" events through `notify` (the pipeline's ingest)."""
+
+    async def send(key: ConversationKey, message: Outbound) -> None:
+        await notify(say_inbound(key, message, clock()))
+
+    return send
+
+
 async def send_events(notify: Notify, events: tuple[Inbound, ...] | list[Inbound]) -> bool:
     """Enter the events into their conversations' inboxes; False if any could not be."""
     ok = True
@@ -305,6 +334,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "SYSTEM_PAUSE",
     "SYSTEM_RESUME",
+    "SYSTEM_SAY",
     "Change",
     "HandoverError",
     "console_message",
@@ -314,6 +344,8 @@ __all__ = [
     "open_handovers",
     "release",
     "release_stale_handovers",
+    "say_inbound",
     "send_events",
+    "send_through_inbox",
     "take",
 ]

@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bots.console.app import console_tick, mount_console
-from bots.console.handover import release_stale_handovers
+from bots.console.handover import release_stale_handovers, send_through_inbox
 from bots.records.models import AuditEntry, Handover, OrganiserNotification
 from flows.events import HandoverRequested
 from flows.vocab import InboundKind, NoticeKind
@@ -142,3 +142,23 @@ async def test_releasing_a_conversation_the_bot_has_is_refused(
     status, html = await post(client, world, csrf, "an", "release")
     assert status == 409 and "Trợ lý tự động đang trả lời người này rồi." in html
     assert world.notified == []
+
+
+async def test_messages_can_go_through_the_inbox(
+    world: World, aiohttp_client: AiohttpClient
+) -> None:
+    """The runtime may wire `send` as a SYSTEM "say" event; `db` and `files` may be functions
+    (the console is mounted before the runtime has opened the database)."""
+    app = web.Application()
+    mount_console(app, world.deps(db=lambda: world.db, files=lambda: world.files,
+                                  send=send_through_inbox(world.notify, world.clock)))
+    client = await aiohttp_client(app)
+    csrf = await quick_sign_in(client, world, "org_a")
+    await post(client, world, csrf, "binh", "take")
+    status, _ = await post(client, world, csrf, "binh", "message", text="Bạn gửi lại ảnh nhé")
+    assert status == 200
+    say = world.notified[-1]
+    assert say.kind is InboundKind.SYSTEM and say.payload == "say"
+    assert dict(say.data) == {"text": "Bạn gửi lại ảnh nhé"}
+    assert say.user_id == world.keys["binh"].user_id and say.channel is world.keys["binh"].channel
+    assert say.message_id.startswith("console:say:")
