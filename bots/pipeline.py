@@ -7,21 +7,32 @@
                       files) → engine.handle → records (idempotent by inbound id) →
                       store.commit_with_outbox (compare-and-set the session, drop the handled
                       items, append the replies) → loop while the commit hands back a next claim.
-    delivery          adapter.send → outbox_ack, in order per recipient, after the lock is
-                      released (the lock is never held while waiting on a platform).
+    delivery          after the lock is released (it is never held while waiting on a
+                      platform): per conversation one sender at a time (a sender lease in the
+                      store when processes share it) → for each undelivered reply in order:
+                      messaging window → rate limit → adapter.send → acknowledge; a failure
+                      either defers the reply durably (retry later, refreshed auth, outside the
+                      window) or, when final, records it for organisers and moves on. The policy
+                      is bots/delivery.py; docs/delivery.md says why.
 
 Everything a conversation needs lives in the store; the only process memory is `_running`, a map
-of conversations whose worker runs in this process right now (a scheduling optimisation: it
-keeps one worker and one sender per conversation per process, so replies go out in order).
+of conversations whose worker runs in this process right now, and `_sending`, those whose sender
+does (scheduling optimisations: one worker and one sender per conversation per process, so
+replies go out in order), plus timers that wake deferred replies (the periodic `recover` sweep
+finds them too, e.g. after a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
+import math
 import os
+import random
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -36,9 +47,18 @@ from adapters.base import (
     OutsideWindow,
     RetryLater,
 )
+from bots.delivery import WINDOWS, DeferReason, DeliveryPolicy, buckets, window_open
+from bots.ratelimit import Limiter, limiter_for
 from bots.state import DUPLICATE
 from bots.state import Duplicate as _Duplicate
-from bots.state.protocol import Claim, ConversationStore, OutboxItem, StaleClaim
+from bots.state.protocol import (
+    Claim,
+    ConversationStore,
+    Deferral,
+    OutboxItem,
+    Sending,
+    StaleClaim,
+)
 from flows.events import RecordEvent
 from flows.vocab import (
     Attachment,
@@ -183,6 +203,10 @@ class Records(Protocol):
         """A fresh session for a person whose session expired (None: nothing known)."""
         ...
 
+    # Optional, looked up with getattr (the sender uses them when present):
+    #   async def last_inbound(key) -> datetime | None      the messaging window's start
+    #   async def undelivered(key, message, error, now)     a final failure, for organisers
+
 
 Capture = Callable[[Inbound], Awaitable[Inbound]]
 """The media step before the engine (bots.media.MediaCapture.capture): an IMAGE/FILE inbound
@@ -208,11 +232,13 @@ class _Run:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryPolicy:
-    attempts: int = 5  # tries of one message on RetryLater before leaving it for later
-    backoff: float = 0.5  # seconds, doubled per try, when the platform gives no retry_after
-    max_wait: float = 30.0
+@dataclass(slots=True)
+class _Sender:
+    """A conversation whose sender runs in this process now."""
+
+    again: bool = False  # asked to send meanwhile: read the outbox again before stopping
+    turn: bool = False  # a new turn appended replies: our own backoff need not be waited out
+
 
 
 class Pipeline:
@@ -222,8 +248,9 @@ class Pipeline:
     memory stores; default False for Redis, which several processes may share). Then replies a
     commit just appended are sent as they are, without reading the outbox back, unless this
     process knows of older undelivered ones (`_backlog`, refilled from `outbox_keys` by
-    `recover`). When shared, the sender reads the outbox first, so it never acknowledges past a
-    reply another process left undelivered.
+    `recover`). When shared, the sender takes the conversation's sender lease and reads the
+    outbox first (`outbox_claim`, one round trip), so two processes never send one
+    conversation's replies at once and none acknowledges past a reply another left undelivered.
     """
 
     def __init__(
@@ -239,9 +266,14 @@ class Pipeline:
         delivery: DeliveryPolicy | None = None,
         exclusive: bool | None = None,
         capture: Capture | None = None,
+        metrics: Any | None = None,
+        limiter: Limiter | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.capture = capture
+        # Counters for /metrics (bots.ops.metrics.Metrics); None: nothing is counted.
+        self.metrics = metrics
         self.engine = engine  # replaced on reload; a turn uses the engine it started with
         self.codec = codec
         self.records = records
@@ -255,10 +287,17 @@ class Pipeline:
         self._pull: dict[Channel, PullChannel] = {}
         for channel, adapter in (adapters or {}).items():
             self.add_adapter(channel, adapter)
+        self.limiter = limiter if limiter is not None else limiter_for(store)
+        self._rng = rng or random.Random()
         self._running: dict[ConversationKey, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._backlog: set[ConversationKey] = set()  # outboxes known to hold older replies
+        self._sending: dict[ConversationKey, _Sender] = {}
+        self._timers: dict[ConversationKey, asyncio.TimerHandle] = {}
+        self._wrote: dict[ConversationKey, datetime] = {}  # the person's last message, if known
+        self._takes_outbox_id: dict[type, bool] = {}
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}:"
+        self._sender_owner = f"{self._owner}sender"
         self._serial = itertools.count()
         self._fused: Callable[..., Awaitable[Any]] | None = getattr(
             store, "accept_and_claim", None
@@ -281,6 +320,8 @@ class Pipeline:
         When this returns, the caller may acknowledge the platform."""
         key = ConversationKey(inbound.district, inbound.channel, inbound.user_id)
         claim = await self._accept(key, inbound.message_id, encode_inbound(inbound))
+        if self.metrics is not None:
+            self.metrics.accepted(key.channel, duplicate=isinstance(claim, str))
         if isinstance(claim, str):  # DUPLICATE
             return False
         self.schedule(key, claim)
@@ -304,6 +345,8 @@ class Pipeline:
         False for a duplicate. Errors of the store or records propagate."""
         key = ConversationKey(inbound.district, inbound.channel, inbound.user_id)
         claim = await self._accept(key, inbound.message_id, encode_inbound(inbound))
+        if self.metrics is not None:
+            self.metrics.accepted(key.channel, duplicate=isinstance(claim, str))
         if isinstance(claim, str):  # DUPLICATE
             return False
         run = self._running.get(key)
@@ -336,8 +379,17 @@ class Pipeline:
         work whose worker died elsewhere). Returns how many conversations were scheduled."""
         keys = set(await self.store.pending_keys())
         outbox_keys = getattr(self.store, "outbox_keys", None)
-        if outbox_keys is not None:
+        outbox_due = getattr(self.store, "outbox_due", None)
+        if outbox_keys is not None and (self.exclusive or outbox_due is None):
+            # Every outbox with replies left, deferred or not, must be read before sending.
             for key in await outbox_keys():
+                if key.channel in self._push:
+                    self._backlog.add(key)
+                    if outbox_due is None:
+                        keys.add(key)
+        if outbox_due is not None:
+            # Deferred replies wait for their time (or for the person to write again).
+            for key in await outbox_due(time.time()):
                 if key.channel in self._push:
                     self._backlog.add(key)
                     keys.add(key)
@@ -346,9 +398,17 @@ class Pipeline:
         return len(keys)
 
     async def idle(self) -> None:
-        """Wait until no background worker of this process is running (tests, shutdown)."""
+        """Wait until no background worker of this process is running (tests, shutdown).
+        Replies deferred to a later time are not waited for (`cancel_timers`)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def cancel_timers(self) -> None:
+        """Forget the wake-ups of deferred replies (shutdown): they stay in the store, and the
+        next start's `recover` finds them."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
 
     @property
     def busy(self) -> int:
@@ -401,10 +461,14 @@ class Pipeline:
                     session = await records.restore(key, now)
                 outbox: list[bytes] = []
                 ref: str | None = None
-                inbound: Inbound | None = None
+                wrote: Inbound | None = None  # the person's last message of the batch
                 for item in claim.items:
                     inbound = decode_inbound(item.payload, key)
                     ref = ref or inbound.ref
+                    if inbound.kind is not InboundKind.SYSTEM:
+                        # An organiser's action is not the person writing: it must not open
+                        # the platform's messaging window (bots/delivery.py).
+                        wrote = inbound
                     if capture is not None and inbound.kind in _MEDIA:
                         try:
                             inbound = await capture(inbound)
@@ -437,8 +501,10 @@ class Pipeline:
                     session = turn.session
                     for message in turn.outbound:
                         outbox.append(self._encode_out(message))
-                if records is not None and inbound is not None:
-                    await records.touch(key, inbound.timestamp, ref)
+                if wrote is not None:
+                    self._wrote[key] = wrote.timestamp
+                    if records is not None:
+                        await records.touch(key, wrote.timestamp, ref)
                 data = codec.dumps(session) if session is not None else None
             except BaseException:
                 await _release_quietly(store, claim)
@@ -461,6 +527,8 @@ class Pipeline:
                 claim = await store.claim(key, self._next_owner())
                 continue
             self.processed += handled
+            if self.metrics is not None:
+                self.metrics.processed(key.channel, handled)
         return fresh
 
     def _encode_out(self, message: Outbound) -> bytes:
@@ -476,7 +544,8 @@ class Pipeline:
     ) -> int:
         """Send the conversation's undelivered replies in order; returns how many went out.
         `fresh`: what the last commit appended (None: unknown, read the outbox). Pull channels
-        (the browser) are only told that there is something new."""
+        (the browser) are only told that there is something new. Never raises for a platform's
+        refusal (see bots/delivery.py); a store or records outage propagates."""
         pull = self._pull.get(key.channel)
         if pull is not None:
             if fresh is None or fresh:
@@ -486,60 +555,213 @@ class Pipeline:
         if adapter is None:
             log.error("conversation %s: no adapter for channel %s; outbox kept", key, key.channel)
             return 0
+        sender = self._sending.get(key)
+        if sender is not None:
+            # This conversation's sender runs here already: it reads the outbox once more.
+            sender.again = True
+            sender.turn = sender.turn or bool(fresh)
+            return 0
+        sender = self._sending[key] = _Sender(turn=bool(fresh))
+        sent = 0
+        try:
+            while True:
+                turn, sender.turn, sender.again = sender.turn, False, False
+                sent += await self._send_outbox(adapter, key, fresh, turn)
+                if not sender.again:
+                    return sent
+                fresh = None
+        finally:
+            del self._sending[key]
+            self._wrote.pop(key, None)
+
+    async def _send_outbox(
+        self,
+        adapter: Adapter,
+        key: ConversationKey,
+        fresh: Sequence[OutboxItem] | None,
+        turn: bool,
+    ) -> int:
+        store: Any = self.store
+        shared = not self.exclusive
+        owner = self._sender_owner if shared else ""
+        lease = self.delivery.lease if shared else 0.0
+        deferral: Deferral | None = None
         items: Sequence[OutboxItem]
-        if fresh is None or key in self._backlog or not self.exclusive:
-            items = await self.store.outbox_read(key, 0)
+        if fresh is None or key in self._backlog or shared:
+            sending: Sending | None = await store.outbox_claim(key, owner, lease)
+            if sending is None:
+                # Another process is sending this conversation's replies; ours may have been
+                # appended after it read the outbox, so look again shortly.
+                self._wake_later(key, self.delivery.busy_retry)
+                return 0
+            items, deferral = sending.items, sending.deferral
         else:
             items = fresh
         if not items:
             self._backlog.discard(key)
+            if shared:
+                await store.outbox_done(key, owner, 0)
             return 0
+        attempts = 0
+        if deferral is not None:
+            attempts = deferral.attempts
+            hold = await self._hold(key, deferral, turn)
+            if hold is not None:
+                self._backlog.add(key)
+                if shared:
+                    await store.outbox_done(key, owner, 0)
+                if math.isfinite(hold):
+                    self._wake_later(key, hold)
+                return 0
         sent = 0
-        done_upto = 0
-        try:
-            for item in items:
-                if not await self._send_one(adapter, key, item.payload):
-                    self._backlog.add(key)
-                    break
-                done_upto = item.seq
-                sent += 1
-            else:
-                self._backlog.discard(key)
-        finally:
-            if done_upto:
-                await self.store.outbox_ack(key, done_upto)
+        for n, item in enumerate(items):
+            later = await self._send_item(adapter, key, item, attempts)
+            attempts = 0
+            if later is not None:
+                self._backlog.add(key)
+                await store.outbox_defer(key, owner, later)
+                if math.isfinite(later.not_before):
+                    self._wake_later(key, later.not_before - time.time())
+                return sent
+            last = n == len(items) - 1
+            await store.outbox_done(key, owner, item.seq, 0.0 if last else lease)
+            sent += 1
+        self._backlog.discard(key)
         return sent
 
-    async def _send_one(self, adapter: Adapter, key: ConversationKey, payload: bytes) -> bool:
-        """True when the item is finished with (delivered, or failed for good and logged)."""
-        message = decode_outbound(payload)
+    async def _hold(self, key: ConversationKey, deferral: Deferral, turn: bool) -> float | None:
+        """Seconds the deferred first item must still wait (inf: until the person writes
+        again), or None to try it now."""
+        reason = DeferReason.of(deferral.reason)
+        if reason is DeferReason.WINDOW:
+            return None if await self._window_open(key) else math.inf
+        if reason is DeferReason.RETRY and turn:
+            return None  # our own guess at a backoff; the person's new turn tries at once
+        wait = deferral.not_before - time.time()
+        return wait if wait > 0 else None
+
+    async def _window_open(self, key: ConversationKey) -> bool:
+        if key.channel not in WINDOWS:
+            return True
+        now = self.clock()
+        wrote = self._wrote.get(key)
+        if wrote is not None and window_open(key.channel, wrote, now):
+            return True
+        lookup = getattr(self.records, "last_inbound", None)
+        if lookup is None:
+            return True  # nothing on record to judge by: let the platform decide
+        return window_open(key.channel, await lookup(key), now)
+
+    async def _send_item(
+        self, adapter: Adapter, key: ConversationKey, item: OutboxItem, attempts: int
+    ) -> Deferral | None:
+        """Deliver one reply: None when finished with it (delivered, or failed for good and
+        recorded), else the deferral to store. Waits in place only for short delays."""
+        message = decode_outbound(item.payload)
         policy = self.delivery
-        wait = policy.backoff
-        for attempt in range(1, policy.attempts + 1):
-            try:
-                await adapter.send(key, message)
-                return True
-            except RetryLater as error:
-                if attempt == policy.attempts:
-                    log.warning(
-                        "conversation %s: still failing after %d tries (%s); kept",
-                        key, attempt, error,
+        if not await self._window_open(key):
+            note = "Ngoài khung nhắn tin của nền tảng; chờ người dùng nhắn lại."
+            return Deferral(item.seq, attempts, math.inf, DeferReason.WINDOW.value, note)
+        limited = buckets(adapter, key)
+        tries = 0
+        while True:
+            if limited is not None:
+                grant = await self.limiter.reserve(*limited, max_wait=policy.max_wait)
+                if not grant.granted:
+                    note = "Đang chờ theo giới hạn tốc độ gửi của kênh."
+                    return Deferral(
+                        item.seq, attempts, time.time() + grant.wait, DeferReason.WAIT.value, note
                     )
-                    return False
-                delay = min(error.retry_after or wait, policy.max_wait)
-                wait = min(wait * 2, policy.max_wait)
-                await asyncio.sleep(delay)
-            except (OutsideWindow, AuthExpired) as error:
-                log.warning("conversation %s: delivery postponed: %s", key, error)
-                return False
+                if grant.wait > 0:
+                    await asyncio.sleep(grant.wait)
+            tries += 1
+            try:
+                await self._call_send(adapter, key, message, item.seq)
+                return None
+            except (RetryLater, AuthExpired) as error:
+                attempts += 1
+                delay, reason = policy.retry(attempts, error, self._rng)
+                log.warning(
+                    "conversation %s: reply %d not delivered (try %d, %s): %s; again in %.1f s",
+                    key, item.seq, attempts, type(error).__name__, error, delay,
+                )
+                if tries < policy.attempts and delay <= policy.max_wait:
+                    await asyncio.sleep(delay)
+                    continue
+                return Deferral(item.seq, attempts, time.time() + delay, reason.value, str(error))
+            except OutsideWindow as error:
+                log.info("conversation %s: reply %d waits for the person: %s", key, item.seq, error)
+                return Deferral(item.seq, attempts, math.inf, DeferReason.WINDOW.value, str(error))
             except AdapterError as error:
                 # Final (unreachable, configuration, bad request): never retried, never silent.
                 log.error(
-                    "conversation %s: message not delivered (%s): %s",
-                    key, type(error).__name__, error,
+                    "conversation %s: reply %d will not be delivered (%s): %s",
+                    key, item.seq, type(error).__name__, error,
                 )
-                return True
-        return False
+                return await self._record_failure(key, item, message, error, attempts)
+            except Exception as error:
+                # A bug in an adapter: keep the reply and retry with backoff, loudly.
+                attempts += 1
+                delay, _ = policy.retry(attempts, RetryLater(str(error)), self._rng)
+                log.exception("conversation %s: sending reply %d failed", key, item.seq)
+                return Deferral(
+                    item.seq, attempts, time.time() + delay, DeferReason.RETRY.value, repr(error)
+                )
+
+    async def _call_send(
+        self, adapter: Adapter, key: ConversationKey, message: Outbound, seq: int
+    ) -> None:
+        """`adapter.send`, with the outbox id for adapters that mark their sends with it (the
+        Messenger metadata echoes carry back)."""
+        kind = type(adapter)
+        takes = self._takes_outbox_id.get(kind)
+        if takes is None:
+            try:
+                takes = "outbox_id" in inspect.signature(adapter.send).parameters
+            except (TypeError, ValueError):
+                takes = False
+            self._takes_outbox_id[kind] = takes
+        if takes:
+            await adapter.send(key, message, outbox_id=str(seq))  # type: ignore[call-arg]
+        else:
+            await adapter.send(key, message)
+
+    async def _record_failure(
+        self,
+        key: ConversationKey,
+        item: OutboxItem,
+        message: Outbound,
+        error: AdapterError,
+        attempts: int,
+    ) -> Deferral | None:
+        """Write a final failure for organisers; only then may the reply leave the outbox."""
+        record = getattr(self.records, "undelivered", None)
+        if record is None:
+            return None  # no records (benchmarks, unit tests): the error log above is all
+        try:
+            await record(key, message, error, self.clock())
+        except Exception as problem:
+            log.exception("conversation %s: could not record the failed reply %d", key, item.seq)
+            delay, _ = self.delivery.retry(attempts + 1, RetryLater(str(problem)), self._rng)
+            return Deferral(
+                item.seq, attempts + 1, time.time() + delay, DeferReason.RETRY.value, str(error)
+            )
+        return None
+
+    def _wake_later(self, key: ConversationKey, delay: float) -> None:
+        """Look at this conversation again in `delay` seconds (the earliest wake-up wins)."""
+        loop = asyncio.get_running_loop()
+        at = loop.time() + max(delay, 0.01)
+        current = self._timers.get(key)
+        if current is not None:
+            if current.when() <= at:
+                return
+            current.cancel()
+        self._timers[key] = loop.call_at(at, self._wake, key)
+
+    def _wake(self, key: ConversationKey) -> None:
+        self._timers.pop(key, None)
+        self.schedule(key)
 
 
 async def _release_quietly(store: ConversationStore, claim: Claim) -> None:

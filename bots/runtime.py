@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -18,22 +19,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Adapter
+from adapters.base import Adapter, AdapterError
 from adapters.webchat import WebchatAdapter
-from bots.bundles import BundleArchive, MediaLibrary, media_references
+from bots import delivery
+from bots.bundles import MEDIA_PREFIX, BundleArchive, MediaLibrary, media_references
+from bots.channels import ChannelConfigError, Channels, ChannelsConfig, read_config
 from bots.images import CheckedImage, check_image
 from bots.media import MediaCapture
+from bots.ops.service import Operations
 from bots.pipeline import Pipeline, PullChannel
 from bots.records import Database, FileStore, Records, open_database
 from bots.settings import Settings
 from bots.state import Store, open_store
+from bots.takeover import TakeoverEngine
 from flows import session as session_codec
 from flows.compiler import CompiledBundle
 from flows.engine import Engine
 from flows.events import RecordEvent
 from flows.schema import Bundle
 from flows.session import Session
-from flows.vocab import Channel, ConversationKey
+from flows.vocab import Channel, ConversationKey, Outbound
 
 log = logging.getLogger("loa.runtime")
 
@@ -59,6 +64,8 @@ class Flows:
     media: tuple[str, ...]  # image/file paths it references, relative to base_dir
     districts: tuple[tuple[str, str], ...]  # (slug, name) in file order
     webchat: tuple[tuple[str, str], ...]  # the districts the browser chat offers
+    # Each district's `channels:` as written (secrets still `$VAR`), for bots.channels.
+    channels: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
 
 def load_flows(path: Path) -> Flows:
@@ -83,6 +90,7 @@ def load_flows(path: Path) -> Flows:
         media=tuple(media_references(loaded.bundle)),
         districts=tuple(_districts(compiled)),
         webchat=tuple(_webchat_districts(compiled, loaded.bundle)),
+        channels=tuple(_channels(compiled, loaded.bundle)),
     )
 
 
@@ -103,6 +111,18 @@ def _webchat_districts(compiled: CompiledBundle, bundle: Bundle) -> list[tuple[s
     everyone = _districts(compiled)
     chosen = [(slug, name) for slug, name in everyone if slug in listed]
     return chosen or everyone
+
+
+def _channels(compiled: CompiledBundle, bundle: Bundle) -> list[tuple[str, Mapping[str, Any]]]:
+    """(district slug, its channels) for every district that lists channels, in file order."""
+    written: dict[str, Mapping[str, Any]] = {}
+    stack = list(bundle.organisations.items())
+    while stack:
+        slug, node = stack.pop()
+        if node.channels:
+            written[slug] = node.channels
+        stack.extend(node.children.items())
+    return [(slug, written[slug]) for slug in compiled.districts if slug in written]
 
 
 def compile_archived(main_file: Path) -> Any:
@@ -135,6 +155,16 @@ class SqlRecords:
             return None
         return session_from_profile(profile, self.flows())
 
+    async def last_inbound(self, key: ConversationKey) -> datetime | None:
+        """When the person last wrote (the messaging window, bots/delivery.py)."""
+        return await delivery.last_inbound_at(self.records.reads, key)
+
+    async def undelivered(
+        self, key: ConversationKey, message: Outbound, error: AdapterError, now: datetime
+    ) -> None:
+        """A reply failed for good: an organiser notification on the person's page."""
+        await delivery.record_undelivered(self.records.sessions, key, message, error, now)
+
 
 def session_from_profile(profile: Mapping[str, str], bundle: CompiledBundle) -> Session:
     """A fresh session for a person whose stored session expired, rebuilt from the records so
@@ -160,8 +190,20 @@ class Runtime:
         memory_store: bool = False,
         sweep_every: float = SWEEP_EVERY,
         recover: bool = True,
+        env: Mapping[str, str] | None = None,
+        serve_channels: bool | None = None,
+        media_origins: Mapping[Channel, Sequence[str]] | None = None,
     ) -> None:
+        """`env`: where `$VAR` secrets of flows.yaml's channels are read (default: the process
+        environment). `serve_channels` (default: `recover`): build the messaging channels and run
+        their background work (Telegram long polls, token refresh, health checks); `loa chat`
+        leaves them to the server. `media_origins`: more hosts media may be fetched from (tests)."""
         self.settings = settings
+        self.env = os.environ if env is None else env
+        self.serve_channels = recover if serve_channels is None else serve_channels
+        self.media_origins = dict(media_origins or {})
+        self.channel_config: ChannelsConfig | None = None
+        self.channels: Channels | None = None
         self.extra_adapters = dict(adapters or {})
         self.memory_store = memory_store
         self.sweep_every = sweep_every
@@ -169,6 +211,7 @@ class Runtime:
         self.webchat = WebchatAdapter()
         self.media = MediaLibrary(settings.data_dir / "media")
         self.archive = BundleArchive(settings.bundles_dir, compile_archived)
+        self.ops = Operations(settings)  # data-dir lock, disk guard, /metrics (bots/ops)
         self.flows: Flows | None = None
         self._store: Store | None = None
         self._pipeline: Pipeline | None = None
@@ -221,6 +264,7 @@ class Runtime:
     async def store_image(self, data: bytes) -> tuple[str, CheckedImage]:
         """Check an uploaded image off the event loop, then store it content-addressed.
         Raises `ImageRejected` (nothing stored) when it is not an acceptable image."""
+        self.ops.check_image_upload()  # ImageRejected while the disk is (nearly) full
         loop = asyncio.get_running_loop()
         checked = await loop.run_in_executor(self._image_executor(), check_image, data)
         sha256 = await self._put_file(data)
@@ -248,13 +292,21 @@ class Runtime:
         self.archive.keep(flows.version, flows.files, flows.base_dir, flows.media, versions)
         self.archive.remember(flows.version, flows.compiled)
         self.media.add_bundle(flows.base_dir, list(flows.media))
+        if self.serve_channels:
+            try:
+                self.channel_config = read_config(flows.channels, self.settings, self.env)
+            except ChannelConfigError as error:
+                where = self.settings.config
+                raise FlowsInvalid([f"{where}: {p}" for p in error.problems]) from None
         self.flows = flows
         self.webchat.districts = tuple(slug for slug, _ in flows.webchat)
         return flows
 
     async def start(self) -> None:
         flows = self.flows or self.load()
-        self._engine = Engine(flows.compiled, self.archive)
+        self.ops.hold()  # before any database is opened: `loa restore` must wait for us
+        # TakeoverEngine: a person answering from the Page inbox / OA chat pauses the bot.
+        self._engine = TakeoverEngine(Engine(flows.compiled, self.archive))
         await self._open_records()
         self._store = await open_store(
             redis_url=self.settings.redis_url,
@@ -265,6 +317,12 @@ class Runtime:
             prefix=self.settings.redis_prefix,
         )
         adapters: dict[Channel, Adapter | PullChannel] = {Channel.WEBCHAT: self.webchat}
+        config = self.channel_config
+        if config is not None and config.used and self._db is not None:
+            self.channels = Channels(
+                config, self.settings, database=self._db, local_file=self._media_file
+            )
+            adapters.update(self.channels.adapters())
         adapters.update(self.extra_adapters)
         self._pipeline = Pipeline(
             self._store,
@@ -273,14 +331,20 @@ class Runtime:
             records=self._records,
             adapters=adapters,
             media_url=self.media.url,
-            capture=self._capture.capture if self._capture is not None else None,
+            capture=(
+                self.ops.disk.guarded(self._capture.capture) if self._capture is not None else None
+            ),
+            metrics=self.ops.metrics,
         )
+        if self.channels is not None:
+            await self.channels.start(self._pipeline.ingest)
         if self.recover:
             recovered = await self._pipeline.recover()
             if recovered:
                 log.info("resuming %d conversations left from the last run", recovered)
         if self.sweep_every > 0:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        await self.ops.attach(self)  # metrics sources, event-loop lag, disk watch
 
     async def _open_records(self) -> None:
         self._files = FileStore(self.settings.files_dir)
@@ -291,7 +355,22 @@ class Runtime:
         # Evidence media: downloaded from the platform (or read back, for uploads already
         # stored), inspected in a process pool started on the first image (sha256, perceptual
         # hash, QR text), kept content-addressed. Telegram tokens come with the channels.
-        self._capture = MediaCapture.from_settings(self.settings, files=self._files)
+        self._capture = MediaCapture.from_settings(
+            self.settings,
+            files=self._files,
+            telegram_token=self._telegram_token,
+            extra_origins=self.media_origins,
+        )
+
+    def _telegram_token(self, district: str) -> str | None:
+        config = self.channel_config
+        return config.telegram_token(district) if config is not None else None
+
+    def _media_file(self, reference: str) -> Path | None:
+        """The file behind an outbound `/media/<name>` (Telegram uploads it)."""
+        if reference.startswith(MEDIA_PREFIX):
+            return self.media.path(reference[len(MEDIA_PREFIX) :])
+        return None
 
     def _current(self) -> Flows:
         if self.flows is None:
@@ -307,15 +386,21 @@ class Runtime:
                 log.exception("periodic recovery failed; trying again in %.0f s", self.sweep_every)
 
     async def stop(self) -> None:
+        if self.channels is not None:
+            await self.channels.stop_intake()  # no new inbound from long polls
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
         if self._pipeline is not None:
+            self._pipeline.cancel_timers()  # deferred replies stay stored; `recover` finds them
             try:
                 await asyncio.wait_for(self._pipeline.idle(), timeout=10)
             except TimeoutError:
                 log.warning("stopping with conversations still running; they resume on start")
+        if self.channels is not None:
+            await self.channels.close()  # after the last delivery: it closes the HTTP session
+            self.channels = None
         if self._store is not None:
             await self._store.close()
             self._store = None
@@ -328,3 +413,4 @@ class Runtime:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        await self.ops.stop()
