@@ -1155,13 +1155,12 @@ def create_console_app(deps: ConsoleDeps) -> web.Application:
 
 def mount_console(app: web.Application, deps: ConsoleDeps, prefix: str = "/admin") -> None:
     """Mount the console at `prefix` (and redirect the bare prefix to it)."""
-    console = create_console_app(deps)
-    app.add_subapp(prefix, console)
-
     async def to_console(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(prefix + "/")
 
+    # Before the sub-application: its prefix would otherwise claim the bare path too.
     app.router.add_get(prefix, to_console)
+    app.add_subapp(prefix, create_console_app(deps))
 
 
 async def console_tick(deps: ConsoleDeps, now: datetime | None = None) -> None:

@@ -302,3 +302,8 @@ async def test_views_are_audited_with_the_viewer(client: Client, world: World) -
     assert all(r.participant_id == pid for r in rows)  # the 404 wrote nothing
     viewed = next(r for r in rows if r.action == "evidence_viewed")
     assert viewed.detail["evidence"] == image and viewed.detail["ip"] == "127.0.0.1"
+
+
+async def test_the_bare_prefix_leads_into_the_console(client: Client) -> None:
+    response = await client.get("/admin", allow_redirects=False)
+    assert response.status == 302 and response.headers["Location"] == "/admin/"
