@@ -12,6 +12,7 @@ hand an `Inbound` to the pipeline (which stores it durably before we answer) and
                                 a cursor (long-poll); asking confirms everything up to `after`
     GET  /media/{sha256.ext}    the flows' sample images (never evidence)
     GET  /healthz               {ok, store, flows, pending}
+    GET  /metrics               Prometheus metrics (bots/ops/metrics.py)
 """
 
 from __future__ import annotations
@@ -259,12 +260,17 @@ async def _errors(
 
 def build_app(runtime: Runtime, *, manage: bool = True) -> web.Application:
     """The application over a runtime. With `manage`, the app starts and stops the runtime."""
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BYTES + MAX_JSON)
+    # The ack-time middleware is outermost, so an error page's time counts too.
+    app = web.Application(
+        middlewares=[runtime.ops.metrics.middleware(), _errors],
+        client_max_size=MAX_BYTES + MAX_JSON,
+    )
     app[RUNTIME] = runtime
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/media/{name}", media)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", runtime.ops.metrics.handler)  # Prometheus (bots/ops)
     app.router.add_get("/chat/config", chat_config)
     app.router.add_post("/chat/send", chat_send)
     app.router.add_post("/chat/upload", chat_upload)

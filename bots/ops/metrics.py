@@ -141,11 +141,9 @@ class Metrics:
 
     # -- the hot path: counters only ---------------------------------------------------------
 
-    def received(self, channel: Channel) -> None:
-        self._in[channel.value].inc()
-
-    def duplicate(self, channel: Channel) -> None:
-        self._dup[channel.value].inc()
+    def accepted(self, channel: Channel, *, duplicate: bool = False) -> None:
+        """An inbound message was stored (or recognised as a platform's retry)."""
+        (self._dup if duplicate else self._in)[channel.value].inc()
 
     def processed(self, channel: Channel, count: int = 1) -> None:
         if count:

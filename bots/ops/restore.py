@@ -311,7 +311,7 @@ def _swap(
             shutil.move(stage / "records.sqlite3", records_target)
             moved_in.append(records_target)
         if not moved_out:  # the data directory was empty (a first start, a lost disk)
-            previous.rmdir()
+            shutil.rmtree(previous)
             return None
     except BaseException:
         log.exception("restore swap failed; putting the previous data back")

@@ -19,8 +19,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bots.ops.datadir import DataDirLock, hold_shared
-from bots.ops.diskguard import DISK_LEVELS_VALUE, DiskGuard, DiskLevel, DiskStatus, DiskThresholds
+from bots.ops.diskguard import (
+    DISK_LEVELS_VALUE,
+    DiskFull,
+    DiskGuard,
+    DiskLevel,
+    DiskStatus,
+    DiskThresholds,
+)
 from bots.ops.metrics import Metrics
+from flows.vocab import Channel
 
 log = logging.getLogger("loa.ops")
 
@@ -81,6 +89,43 @@ class Operations:
         if self.disk_every > 0:
             self._tasks.append(loop.create_task(self.disk.watch(self.disk_every)))
 
+    async def attach(self, runtime: Any) -> None:
+        """`start` for a started `bots.runtime.Runtime`: its inbox and outbox depths, running
+        workers, and organiser notifications in its records database."""
+        store = runtime.store
+        outbox_keys = getattr(store, "outbox_keys", None)
+
+        async def outbox() -> int:
+            if outbox_keys is None:
+                return 0
+            # The browser's transcript stays in its outbox until the page confirms it: only
+            # push channels' replies are "waiting for delivery".
+            return sum(1 for key in await outbox_keys() if key.channel is not Channel.WEBCHAT)
+
+        database = getattr(runtime, "_db", None)  # the runtime's records database
+        notify: Notify | None = None
+        if database is not None:
+
+            async def notify(text: str) -> None:
+                await notify_organisers(database.sessions, _roots(runtime), text)
+
+        await self.start(
+            inbox=runtime.pending_count,
+            outbox=outbox,
+            running=lambda: runtime.pipeline.busy,
+            notify=notify,
+        )
+
+    def check_image_upload(self) -> None:
+        """Before a browser upload is stored: `ImageRejected` with the Vietnamese message
+        while the disk is (nearly) full."""
+        from bots.images import ImageRejected
+
+        try:
+            self.disk.check_upload(image=True)
+        except DiskFull as full:
+            raise ImageRejected(full.text) from None
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -99,6 +144,17 @@ class Operations:
             await self.notify(status.describe())
         except Exception:
             log.exception("could not notify organisers about the disk")
+
+
+def _roots(runtime: Any) -> list[str]:
+    """The top nodes of the organisation tree (their organisers see the whole deployment);
+    the districts when the tree is not known."""
+    flows = getattr(runtime, "flows", None)
+    compiled = getattr(flows, "compiled", None)
+    roots = list(getattr(compiled, "organisations", {}) or {})
+    if not roots and compiled is not None:
+        roots = list(compiled.districts)
+    return roots
 
 
 async def notify_organisers(
