@@ -550,6 +550,8 @@ class Pipeline:
         if pull is not None:
             if fresh is None or fresh:
                 pull.outbox_changed(key)
+            if fresh and self.metrics is not None:
+                self.metrics.sent(key.channel, len(fresh))  # the page fetches them itself
             return 0
         adapter = self._push.get(key.channel)
         if adapter is None:
@@ -721,10 +723,17 @@ class Pipeline:
             except (TypeError, ValueError):
                 takes = False
             self._takes_outbox_id[kind] = takes
-        if takes:
-            await adapter.send(key, message, outbox_id=str(seq))  # type: ignore[call-arg]
-        else:
-            await adapter.send(key, message)
+        try:
+            if takes:
+                await adapter.send(key, message, outbox_id=str(seq))  # type: ignore[call-arg]
+            else:
+                await adapter.send(key, message)
+        except Exception as error:
+            if self.metrics is not None:
+                self.metrics.failed(key.channel, error)
+            raise
+        if self.metrics is not None:
+            self.metrics.sent(key.channel)
 
     async def _record_failure(
         self,
