@@ -12,6 +12,7 @@ hand an `Inbound` to the pipeline (which stores it durably before we answer) and
                                 a cursor (long-poll); asking confirms everything up to `after`
     GET  /media/{sha256.ext}    the flows' sample images (never evidence)
     GET  /healthz               {ok, store, flows, pending}
+    /webhooks/…, /oauth/zalo/…  the messaging platforms' routes (bots/webhooks.py)
     GET  /metrics               Prometheus metrics (bots/ops/metrics.py)
 """
 
@@ -33,6 +34,8 @@ from bots.bundles import content_type
 from bots.images import MAX_BYTES, TOO_LARGE, ImageRejected
 from bots.pipeline import decode_outbound
 from bots.runtime import Runtime
+from bots.webhooks import add_routes as add_webhook_routes
+from bots.webhooks import site_verification_meta
 
 log = logging.getLogger("loa.server")
 
@@ -66,16 +69,18 @@ def _error(message: str, status: int = 400) -> web.Response:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(
-        WEB / "index.html",
-        headers={
-            "Content-Type": "text/html; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "Content-Security-Policy": CSP,
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-        },
-    )
+    headers = {
+        "Content-Type": "text/html; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    meta = site_verification_meta(request.app[RUNTIME])
+    if meta:  # Zalo verifies the domain by a <meta> tag on the home page
+        page = (WEB / "index.html").read_text("utf-8").replace("<head>", f"<head>\n{meta}", 1)
+        return web.Response(body=page.encode(), headers=headers)
+    return web.FileResponse(WEB / "index.html", headers=headers)
 
 
 async def static(request: web.Request) -> web.StreamResponse:
@@ -275,6 +280,7 @@ def build_app(runtime: Runtime, *, manage: bool = True) -> web.Application:
     app.router.add_post("/chat/send", chat_send)
     app.router.add_post("/chat/upload", chat_upload)
     app.router.add_get("/chat/messages", chat_messages)
+    add_webhook_routes(app, runtime)
     if manage:
 
         async def lifecycle(app: web.Application) -> AsyncIterator[None]:

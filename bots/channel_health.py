@@ -1,0 +1,163 @@
+"""Periodic channel health checks: problems a platform does not announce, shown to organisers.
+
+- **Messenger**: Meta unsubscribes the app from a Page after about an hour of failed webhook
+  deliveries, silently. Each Page's `subscribed_apps` must still list the fields Loa needs.
+  A token Meta refuses is reported too.
+- **Telegram** (webhook mode): `getWebhookInfo` shows whether the webhook is set and the last
+  delivery error (`last_error_date`, `last_error_message`).
+
+Each problem opens one `OrganiserNotification` (kind `channel`) for the district and logs an
+ERROR line; while it lasts no second notice is opened; when a later check finds it fixed the
+notice is marked handled and an INFO line says so. Several processes may check at once: the
+notice's cursor row makes them agree on one notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from adapters.base import AdapterError, ConfigurationError
+
+if TYPE_CHECKING:
+    from bots.channels import Channels
+
+log = logging.getLogger("loa.channels.health")
+
+REQUIRED_FIELDS = ("messages", "messaging_postbacks", "messaging_referrals", "message_echoes")
+RECENT_ERROR = timedelta(minutes=30)  # a Telegram delivery error newer than this is a problem
+_VN = timezone(timedelta(hours=7))
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    problem: str  # stable key: one open notice per key
+    district: str
+    text: str | None  # None: checked and fine (closes an open notice)
+
+
+class ChannelHealth:
+    def __init__(self, channels: Channels) -> None:
+        self.channels = channels
+
+    async def run_forever(self, every: float) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("channel health check failed; trying again in %.0f s", every)
+            await asyncio.sleep(every)
+
+    async def check_once(self) -> list[Finding]:
+        """Check every channel once; open or close notices; the findings (problems and fixes)."""
+        findings = [*await self._messenger(), *await self._telegram()]
+        state, now = self.channels.state, self.channels.clock()
+        for finding in findings:
+            if finding.text is None:
+                if await state.close_notice(finding.problem, now):
+                    log.info(
+                        "kênh đã hoạt động lại: %s (đơn vị %s)", finding.problem, finding.district
+                    )
+            elif await state.open_notice(finding.problem, finding.district, finding.text, now):
+                log.error("%s (đơn vị %s)", finding.text, finding.district)
+        await state.prune_sent(now)
+        return findings
+
+    async def _messenger(self) -> list[Finding]:
+        adapter = self.channels.messenger
+        if adapter is None:
+            return []
+        findings: list[Finding] = []
+        for page in adapter.pages:
+            key = f"messenger:{page.page_id}"
+            try:
+                fields = set(await adapter.subscribed_fields(page.page_id))
+            except ConfigurationError as error:
+                findings.append(
+                    Finding(
+                        f"{key}:token",
+                        page.district,
+                        f"Messenger: Meta từ chối mã truy cập của Trang {page.page_id} ({error}). "
+                        "Cần tạo mã truy cập Trang mới và khởi động lại Loa.",
+                    )
+                )
+                continue
+            except AdapterError as error:  # Graph busy or unreachable: try next time
+                log.warning("messenger: health check of Page %s failed: %s", page.page_id, error)
+                continue
+            findings.append(Finding(f"{key}:token", page.district, None))
+            missing = [name for name in REQUIRED_FIELDS if name not in fields]
+            if not fields:
+                text = (
+                    f"Messenger: Trang {page.page_id} không còn gửi tin nhắn đến Loa (Meta đã hủy "
+                    "đăng ký webhook, thường sau nhiều giờ Loa không nhận được tin). Chạy lại "
+                    "`loa webhook set` để đăng ký lại."
+                )
+            elif missing:
+                text = (
+                    f"Messenger: Trang {page.page_id} chưa đăng ký các loại sự kiện "
+                    f"{', '.join(missing)}. Chạy lại `loa webhook set`."
+                )
+            else:
+                text = None
+            findings.append(Finding(f"{key}:subscription", page.district, text))
+        return findings
+
+    async def _telegram(self) -> list[Finding]:
+        findings: list[Finding] = []
+        now = self.channels.clock()
+        for bot in self.channels.config.telegram:
+            if bot.mode != "webhook":
+                continue
+            transport = self.channels.telegram_transports.get(bot.district)
+            if transport is None:
+                continue
+            key = f"telegram:{bot.bot_id}:webhook"
+            try:
+                reply = await transport.call("getWebhookInfo", {})
+            except Exception as error:
+                log.warning("telegram %s: getWebhookInfo failed: %s", bot.district, error)
+                continue
+            if not reply.get("ok"):
+                if reply.get("error_code") in (401, 404):
+                    findings.append(
+                        Finding(
+                            key,
+                            bot.district,
+                            "Telegram: mã bot không còn hiệu lực (bot bị xóa hoặc mã đã đổi ở "
+                            "@BotFather). Cập nhật biến môi trường và khởi động lại Loa.",
+                        )
+                    )
+                continue
+            info = reply.get("result") or {}
+            findings.append(Finding(key, bot.district, _webhook_problem(info, now)))
+        return findings
+
+
+def _webhook_problem(info: dict[str, object], now: datetime) -> str | None:
+    url = str(info.get("url") or "")
+    if not url:
+        return (
+            "Telegram: bot chưa đặt webhook nên không nhận được tin nhắn. Chạy `loa webhook set` "
+            "(hoặc ghi mode: polling cho kênh telegram của đơn vị)."
+        )
+    last = info.get("last_error_date")
+    if isinstance(last, int) and not isinstance(last, bool):
+        when = datetime.fromtimestamp(last, _VN)
+        if now - when <= RECENT_ERROR:
+            message = str(info.get("last_error_message") or "không rõ")
+            pending = info.get("pending_update_count")
+            return (
+                f"Telegram không gửi được tin đến Loa lúc {when:%H:%M %d/%m}: {message}. "
+                f"Còn {pending} tin đang chờ. Kiểm tra địa chỉ công khai (LOA_PUBLIC_URL) và "
+                "chứng chỉ HTTPS."
+            )
+    return None
+
+
+__all__ = ["REQUIRED_FIELDS", "ChannelHealth", "Finding"]
