@@ -55,6 +55,9 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, echo: bool = False) -> 
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # Deleted personal data is overwritten with zeros, not left in free pages of the file
+        # (docs/van-hanh.md: retention purge and "xóa dữ liệu của tôi").
+        cursor.execute("PRAGMA secure_delete = ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -16,7 +16,9 @@ Decisions (docs/state.md):
 - `HandoverRequested` notifies organisers and pauses the bot for that channel identity.
 - `DataDeletionRequested` blanks the profile and consent, deletes evidence rows and their files
   (files no other evidence row uses), scrubs organiser notifications, and keeps submissions,
-  tags and referral credits as anonymous counts.
+  tags and referral credits as anonymous counts. The profile keeps only the entries that name
+  an organisation (the person's unit: not personal data), so counts per unit stay right; the
+  retention purge (bots/ops/purge.py) follows the same rules.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,6 +39,7 @@ from bots.records.models import (
     EvidenceKind,
     EvidenceStatus,
     NotificationKind,
+    Organisation,
     OrganiserNotification,
     Participant,
     ProcessedInbound,
@@ -235,10 +238,32 @@ async def _tag(session: AsyncSession, participant: Participant, tag: str, now: d
         session.add(Tag(participant_id=participant.id, tag=tag, created_at=now))
 
 
+async def units_only(
+    session: AsyncSession, profile: dict[str, Any], keep: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """What of a profile survives a deletion of personal data: the entries that name an
+    organisation by slug or name (the unit a person belongs to is not personal data, and
+    reports count by it), plus the fields listed in `keep`."""
+    values = {value for value in profile.values() if isinstance(value, str) and value}
+    known: set[str] = set()
+    if values:
+        rows = await session.execute(
+            select(Organisation.slug, Organisation.name).where(
+                or_(Organisation.slug.in_(values), Organisation.name.in_(values))
+            )
+        )
+        known = {value for row in rows for value in row}
+    return {
+        name: value
+        for name, value in profile.items()
+        if name in keep or (isinstance(value, str) and value in known)
+    }
+
+
 async def _erase(session: AsyncSession, participant: Participant, now: datetime) -> set[str]:
     """Delete a participant's personal data inside the caller's transaction; returns the hashes
     of files that were evidence (to delete once committed, if nothing else uses them)."""
-    participant.profile = {}
+    participant.profile = await units_only(session, participant.profile)
     participant.name = participant.phone = participant.email = None
     participant.consent_given_at = None
     participant.consent_text = None
@@ -383,8 +408,8 @@ async def touch_identity(
 
 
 async def load_profile(session_factory: Sessions, key: ConversationKey) -> dict[str, str]:
-    """The saved profile of the conversation's participant ({} for someone new), to rebuild a
-    session whose stored value expired."""
+    """The saved profile of the conversation's participant ({} for someone new, or whose
+    personal data was deleted), to rebuild a session whose stored value expired."""
     async with session_factory() as session:
         profile = await session.scalar(
             select(Participant.profile)
@@ -393,6 +418,8 @@ async def load_profile(session_factory: Sessions, key: ConversationKey) -> dict[
                 ChannelIdentity.district == key.district,
                 ChannelIdentity.channel == key.channel,
                 ChannelIdentity.user_id == key.user_id,
+                # What a deletion kept (the unit) is no registration: the person starts over.
+                Participant.deleted_at.is_(None),
             )
         )
     return {str(k): str(v) for k, v in (profile or {}).items()}
@@ -451,4 +478,5 @@ __all__ = [
     "delete_personal_data",
     "load_profile",
     "touch_identity",
+    "units_only",
 ]
