@@ -80,7 +80,7 @@ def step_text(step: Step) -> str:
     if isinstance(step, ChooseStep):
         return step.choose
     if isinstance(step, ActionStep):
-        return step.say or step.flow or step.tag or ""
+        return step.say or step.flow or step.tag or step.report or ""
     if isinstance(step, EndStep):
         return step.end or ""
     return ""
@@ -369,6 +369,8 @@ class _Checker:
                 self.error(info.path(index, "action"),
                            "action: submit cần kịch bản có 'campaign'",
                            f"thêm 'campaign: <tên chiến dịch>' vào kịch bản '{info.fid}'")
+            if isinstance(step, ActionStep):
+                self.check_report(info, index, step)
             # when_no only on yes/no
             if isinstance(step, AskStep) and step.when_no is not None \
                     and step.expect.kind is not ExpectKind.YES_NO:
@@ -391,6 +393,26 @@ class _Checker:
                     isinstance(step, ActionStep) and step.action is ActionKind.GOTO)):
                 self.warn(info.path(index, "goto"), "goto ở bước này không có tác dụng",
                           "bước end kết thúc kịch bản; action: goto chuyển sang 'flow'")
+
+    def check_report(self, info: _FlowInfo, index: int, step: ActionStep) -> None:
+        """`action: report` records the flow's answers as an entry (not the person's profile)."""
+        if step.action is not ActionKind.REPORT:
+            if step.report is not None:
+                self.warn(info.path(index, "report"),
+                          f"khóa 'report' chỉ dùng với action: report (bước này là action: "
+                          f"{step.action.value})", "bỏ khóa report, hoặc đổi thành action: report",
+                          key=True)
+            return
+        if not any(isinstance(s, AskStep) and not isinstance(s, EvidenceStep) and s.save
+                   and not _is_consent(s) for s in info.flow.steps):
+            self.warn(info.path(index, "action"),
+                      "action: report không có câu trả lời nào để ghi nhận",
+                      "thêm các câu hỏi ask có save trước bước này")
+        if any(other.flow.requires == info.fid for other in self.flows.values()):
+            self.error(info.path(index, "action"),
+                       f"kịch bản '{info.fid}' được requires nên không dùng được action: report",
+                       "câu trả lời của kịch bản có action: report được ghi thành mục báo cáo, "
+                       "không lưu vào thông tin người dùng; tách phần báo cáo ra kịch bản khác")
 
     def check_choices(self, info: _FlowInfo, index: int, choices: tuple[ChoiceItem, ...]) -> None:
         words: list[tuple[NodePath, str, int]] = []

@@ -196,6 +196,10 @@ class CompiledStep:
     action: ActionKind | None = None
     tag: str | None = None
     notify: Template | None = None
+    report: str | None = None  # action: report — the kind of entry recorded
+    # action: report — fields forgotten once the entry is recorded: those asked inside the loop
+    # that comes back to this step (every entry field when there is no loop)
+    clears: tuple[str, ...] = ()
 
     def texts(self) -> tuple[str, ...]:
         """Every organiser text of the step (for the checker's placeholder check)."""
@@ -225,6 +229,10 @@ class CompiledFlow:
     field_kinds: Mapping[str, ExpectKind]
     submit_after: Mapping[str, str]  # evidence step → the next submit action after it
     flow_targets: frozenset[str]  # flows this flow can lead to
+    # A flow with `action: report` records its answers as entries, never into the profile:
+    # these are the fields an entry carries (in step order), and those that are citizen IDs.
+    entry_fields: tuple[str, ...] = ()
+    protected: frozenset[str] = frozenset()
 
     def step(self, step_id: str) -> CompiledStep | None:
         return self.by_id.get(step_id)
@@ -279,6 +287,9 @@ class CompiledBundle:
     field_kinds: Mapping[str, ExpectKind]  # saved field → the kind of its answer
     base_dir: Path
     default_district: District
+    # The organisation tree as written (units from CSV files are children there): what the
+    # records' organisation tables are synchronised from (bots.reports.organisations).
+    organisations: Mapping[str, OrgNode] = field(default_factory=lambda: MappingProxyType({}))
 
     def district(self, slug: str) -> District:
         return self.districts.get(slug) or self.default_district
@@ -464,11 +475,18 @@ def _build_flow(flow_id: str, flow: Flow, version: str) -> CompiledFlow:
         )
         for s in steps
     ]
-    by_id = {s.id: s for s in steps}
     profile: list[str] = []
     for s in steps:
         if s.kind is StepKind.ASK and s.save and not s.consent and s.save not in profile:
             profile.append(s.save)
+    entry_fields: tuple[str, ...] = ()
+    protected: frozenset[str] = frozenset()
+    if any(s.action is ActionKind.REPORT for s in steps):
+        # Answers are the reported entry's, not the reporter's own profile.
+        entry_fields, profile = tuple(profile), []
+        protected = frozenset(f for f in entry_fields if field_kinds.get(f) is ExpectKind.CCCD)
+        steps = _with_clears(steps, entry_fields)
+    by_id = {s.id: s for s in steps}
     consent_step = next((s.id for s in steps if s.consent), None)
     submit_after: dict[str, str] = {}
     for i, s in enumerate(steps):
@@ -506,8 +524,53 @@ def _build_flow(flow_id: str, flow: Flow, version: str) -> CompiledFlow:
         field_kinds=MappingProxyType(field_kinds),
         submit_after=MappingProxyType(submit_after),
         flow_targets=targets,
+        entry_fields=entry_fields,
+        protected=protected,
     )
     return compiled
+
+
+def _step_targets(step: CompiledStep) -> Iterable[str]:
+    """The steps of the same flow that `step` can continue to."""
+    for t in (
+        step.next,
+        step.no_target,
+        step.else_target,
+        *(c.target for c in step.choices),
+        *(c[1] for c in step.cases),
+    ):
+        if t is not None and t.kind is TargetKind.STEP:
+            yield t.name
+
+
+def _with_clears(steps: list[CompiledStep], entry_fields: tuple[str, ...]) -> list[CompiledStep]:
+    """Each report step with the fields it forgets once its entry is recorded: those saved by
+    steps on a loop through it ("report another?"), so the next round starts fresh while what
+    was asked once before the loop goes into every entry. Without a loop: every entry field."""
+    succ = {s.id: set(_step_targets(s)) for s in steps}
+    pred: dict[str, set[str]] = {s.id: set() for s in steps}
+    for source, targets in succ.items():
+        for target in targets:
+            pred.setdefault(target, set()).add(source)
+
+    def closure(start: str, graph: Mapping[str, set[str]]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(graph.get(start, ()))
+        while stack:
+            sid = stack.pop()
+            if sid not in seen:
+                seen.add(sid)
+                stack.extend(graph.get(sid, ()))
+        return seen
+
+    out: list[CompiledStep] = []
+    for s in steps:
+        if s.action is ActionKind.REPORT:
+            loop = closure(s.id, succ) & closure(s.id, pred)
+            looped = [t.save for t in steps if t.id in loop and t.save in entry_fields]
+            s = replace(s, clears=tuple(f for f in entry_fields if f in looped) or entry_fields)
+        out.append(s)
+    return out
 
 
 def _choices(
@@ -642,6 +705,7 @@ def _compile_step(
             action=model.action,
             tag=model.tag,
             notify=_opt_template(model.text),
+            report=model.report,
         )
 
     assert isinstance(model, EndStep)
@@ -839,6 +903,7 @@ def compile_bundle(
         field_kinds=MappingProxyType(field_kinds),
         base_dir=base_dir,
         default_district=default,
+        organisations=MappingProxyType(dict(bundle.organisations)),
     )
 
 

@@ -29,6 +29,7 @@ from flows.compiler import (
 from flows.events import (
     ConsentRecorded,
     DataDeletionRequested,
+    EntryReported,
     EvidenceSaved,
     FieldSaved,
     FlowFinished,
@@ -38,6 +39,7 @@ from flows.events import (
     ReferralRecorded,
     SubmissionSubmitted,
     Tagged,
+    citizen_id_hash,
 )
 from flows.schema import ActionKind, Campaign, ExpectKind, Wave
 from flows.session import Mode, Session
@@ -84,6 +86,8 @@ SYSTEM_RESUME = "resume"
 SYSTEM_APPROVE = "approve"
 SYSTEM_REJECT = "reject"
 
+REPORTED = "Mình đã ghi nhận."  # action: report without its own `say`
+
 
 @dataclass(frozen=True, slots=True)
 class Turn:
@@ -104,10 +108,17 @@ class Engine:
         self,
         bundle: CompiledBundle,
         archive: Mapping[tuple[str, str], CompiledFlow] | None = None,
+        *,
+        citizen_key: bytes | None = None,
     ) -> None:
         self.bundle = bundle
         # Older flow versions that sessions may still be on: (flow id, version) → compiled.
         self.archive: Mapping[tuple[str, str], CompiledFlow] = archive or {}
+        # The secret for citizen-ID numbers reported with `action: report` (configuration, not
+        # state): with it a reported cccd is hashed the moment it is answered and the session
+        # never holds the digits; without it the digits wait in the session for the entry and
+        # the records writer hashes them (docs/bao-cao.md).
+        self.citizen_key = citizen_key
 
     def handle(self, session: Session | None, inbound: Inbound, now: datetime) -> Turn:
         work = session.copy() if session is not None else None
@@ -448,9 +459,13 @@ class _Run:
             return
         if step.save:
             before = s.value(step.save)
-            s.data[step.save] = result.value
-            if not held and not (s.mode is Mode.EDIT and before == result.value):
-                self.record_field(s, flow, step.save, result.value)
+            value = result.value
+            key = self.engine.citizen_key
+            if key is not None and step.save in flow.protected:
+                value = citizen_id_hash(key, value)
+            s.data[step.save] = value
+            if not held and not (s.mode is Mode.EDIT and before == value):
+                self.record_field(s, flow, step.save, value)
 
     def refused(self, step: CompiledStep, s: Session, result: Valid) -> None:
         s.retries = 0
@@ -478,6 +493,8 @@ class _Run:
     # -- saving -------------------------------------------------------------------------------
 
     def record_field(self, s: Session, flow: CompiledFlow, name: str, value: str) -> None:
+        if name in flow.entry_fields:
+            return  # an answer for a reported entry, not the person's own profile
         s.events.append(FieldSaved(name, value))
         if flow.id in self.bundle.required:
             s.profile[name] = value  # later flows and "sửa thông tin" use it
@@ -663,6 +680,10 @@ class _Run:
                 s.events.append(ReferralRecorded(s.ref, flow.id))
             if said:
                 self.say(s, said)
+        elif action is ActionKind.REPORT:
+            if not self.report(s, flow, step):
+                return
+            self.say(s, said or REPORTED)
         elif action is ActionKind.HANDOVER:
             reason = self.render(step.notify, s) if step.notify else flow.title
             s.events.append(HandoverRequested(reason))
@@ -672,6 +693,38 @@ class _Run:
         elif said:  # goto
             self.say(s, said)
         self.proceed(step)
+
+    def report(self, s: Session, flow: CompiledFlow, step: CompiledStep) -> bool:
+        """`action: report`: record the run's answers as one entry, then forget the answers of
+        the loop so the next entry starts fresh. False: the campaign closed meanwhile."""
+        campaign = self.bundle.campaigns.get(flow.campaign or "")
+        wave: str | None = None
+        if campaign is not None and campaign.waves:
+            wave = self.wave(campaign)
+            if wave is None:
+                self.say(s, self.closed_message(campaign, flow.title), (MENU_BUTTON,))
+                self.halt = True
+                return False
+        fields = tuple(
+            (name, value)
+            for name in flow.entry_fields
+            if isinstance(value := s.data.get(name), str) and value != ""
+        )
+        if fields:
+            s.events.append(
+                EntryReported(
+                    kind=step.report or flow.id,
+                    flow=flow.id,
+                    fields=fields,
+                    protected=tuple(name for name, _ in fields if name in flow.protected),
+                    campaign=flow.campaign,
+                    wave=wave,
+                    ref=s.ref,
+                )
+            )
+        for name in step.clears:
+            s.data.pop(name, None)
+        return True
 
     # -- waves --------------------------------------------------------------------------------
 

@@ -177,6 +177,7 @@ class ActionKind(enum.Enum):
     REFERRAL = "referral"  # record a referral credit from the entry ref
     HANDOVER = "handover"  # hand the conversation to a human
     GOTO = "goto"  # go to another flow
+    REPORT = "report"  # record an entry from this run's answers (a cadre reporting a citizen)
 
 
 class ActionStep(_Step):
@@ -185,6 +186,7 @@ class ActionStep(_Step):
     text: str | None = None  # notify: what organisers read
     tag: str | None = None
     flow: str | None = None  # goto: the flow to start
+    report: str | None = Field(default=None, pattern=FIELD)  # report: the kind of entry
 
     @model_validator(mode="after")
     def _params(self) -> ActionStep:
@@ -192,6 +194,8 @@ class ActionStep(_Step):
             raise ValueError("action: tag cần khóa 'tag'")
         if self.action is ActionKind.GOTO and not self.flow:
             raise ValueError("action: goto cần khóa 'flow'")
+        if self.action is ActionKind.REPORT and not self.report:
+            raise ValueError("action: report cần khóa 'report' (loại mục ghi nhận, VD: cong_dan)")
         return self
 
 
