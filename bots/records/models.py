@@ -10,13 +10,14 @@ models agree.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     Enum,
@@ -427,6 +428,78 @@ class Handover(Base):
     released_by: Mapped[str | None] = mapped_column(String(255))  # "organiser:<id>", "timeout"
 
 
+# -- reports (bots/reports) ----------------------------------------------------------------------
+
+# Participants name their unit in their profile, as the unit's slug (what `expect: unit` saves)
+# or, in older or imported data, its name: reports look units up by name too.
+Index("ix_organisations_name", Organisation.name)
+
+
+class OrganisationPath(Base):
+    """The organisation tree as a closure table: every (ancestor, descendant) pair, a node
+    being its own ancestor at depth 0. Roll-ups over a subtree are one join and a GROUP BY.
+    Rebuilt from flows.yaml at start-up (bots.reports.organisations.sync_organisations)."""
+
+    __tablename__ = "organisation_paths"
+
+    ancestor_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    descendant_id: Mapped[int] = mapped_column(
+        ForeignKey("organisations.id"), primary_key=True, index=True
+    )
+    depth: Mapped[int] = mapped_column(Integer)
+
+
+class OrganisationFigures(Base):
+    """What reports need of a node besides its row: its place in the file order, and the
+    member count and quota of its whole subtree (declared, or summed over its children; a
+    percent quota turned into a number of people)."""
+
+    __tablename__ = "organisation_figures"
+
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)  # depth-first order of flows.yaml
+    depth: Mapped[int] = mapped_column(Integer)
+    members_total: Mapped[int | None] = mapped_column(Integer)
+    quota_total: Mapped[int | None] = mapped_column(Integer)
+    quota_label: Mapped[str | None] = mapped_column(String(16))  # "40%" or "2356", as written
+    district: Mapped[bool] = mapped_column(Boolean, default=False)  # owns conversations
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # still in flows.yaml
+    synced_at: Mapped[datetime]
+
+
+class ReportedEntry(Base):
+    """An entry recorded by `action: report`: e.g. a citizen a cadre guided (Sốp Cộp). The
+    citizen-ID number is never stored, only its keyed hash (`subject_hash`)."""
+
+    __tablename__ = "reported_entries"
+    __table_args__ = (Index("ix_reported_entries_campaign_kind", "campaign", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    district: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(64))
+    flow: Mapped[str] = mapped_column(String(100))
+    campaign: Mapped[str | None] = mapped_column(String(100))
+    wave: Mapped[str | None] = mapped_column(String(100))
+    ref: Mapped[str | None] = mapped_column(String(64))  # the reporter's entry referral code
+    subject_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # HMAC-SHA256 hex
+    fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ParticipantWeek(Base):
+    """A participant's messages in one week (Monday to Sunday, Vietnam time): "active
+    participants per week" counts these rows. Written with every inbound (touch_identity)."""
+
+    __tablename__ = "participant_weeks"
+
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), primary_key=True)
+    week_start: Mapped[date] = mapped_column(Date, primary_key=True, index=True)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+
+
 __all__ = [
     "AuditEntry",
     "Base",
@@ -438,13 +511,17 @@ __all__ = [
     "LoginAttempt",
     "NotificationKind",
     "Organisation",
+    "OrganisationFigures",
+    "OrganisationPath",
     "Organiser",
     "OrganiserNotification",
     "OrganiserRole",
     "OrganiserSession",
     "Participant",
+    "ParticipantWeek",
     "ProcessedInbound",
     "ReferralCredit",
+    "ReportedEntry",
     "Review",
     "ReviewDecision",
     "Submission",

@@ -19,15 +19,21 @@ Decisions (docs/state.md):
   tags and referral credits as anonymous counts. The profile keeps only the entries that name
   an organisation (the person's unit: not personal data), so counts per unit stay right; the
   retention purge (bots/ops/purge.py) follows the same rules.
+- `EntryReported` (`action: report`) becomes a `reported_entries` row of the reporter; a
+  citizen-ID field is stored only as its keyed hash (HMAC-SHA256), hashed here when the engine
+  did not already (docs/bao-cao.md).
+- `touch_identity` also counts the participant's messages of the week (`participant_weeks`),
+  for "active participants per week".
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,16 +48,20 @@ from bots.records.models import (
     Organisation,
     OrganiserNotification,
     Participant,
+    ParticipantWeek,
     ProcessedInbound,
     ReferralCredit,
+    ReportedEntry,
     Submission,
     SubmissionStatus,
     Tag,
 )
 from bots.state import conversation_id
 from flows.events import (
+    CITIZEN_ID_HASH,
     ConsentRecorded,
     DataDeletionRequested,
+    EntryReported,
     EvidenceSaved,
     FieldSaved,
     FlowFinished,
@@ -61,8 +71,16 @@ from flows.events import (
     ReferralRecorded,
     SubmissionSubmitted,
     Tagged,
+    citizen_id_hash,
 )
 from flows.vocab import ConversationKey
+
+try:
+    from zoneinfo import ZoneInfo
+
+    LOCAL_TZ: tzinfo = ZoneInfo("Asia/Ho_Chi_Minh")
+except Exception:  # no tz database: Vietnam has kept UTC+7 without DST since 1975
+    LOCAL_TZ = timezone(timedelta(hours=7))
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -230,6 +248,63 @@ async def _refer(
         )
 
 
+KeySource = Callable[[], bytes]
+
+
+def _default_citizen_key() -> bytes:
+    # Only when the application gave no key: the same key `loa serve` uses (env or data dir).
+    from bots.reports.citizens import citizen_key_from_env
+
+    return citizen_key_from_env()
+
+
+def _hashed(value: str, key: KeySource) -> str | None:
+    """The hex HMAC of a citizen-ID field value, whether the engine hashed it already or not;
+    None for a value that is neither (never stored as it is)."""
+    if value.startswith(CITIZEN_ID_HASH):
+        digest = value[len(CITIZEN_ID_HASH) :]
+        return digest if len(digest) == 64 else None
+    digits = "".join(ch for ch in value if ch.isascii() and ch.isdigit())
+    if not digits:
+        return None
+    return citizen_id_hash(key(), digits)[len(CITIZEN_ID_HASH) :]
+
+
+def _report(
+    session: AsyncSession,
+    identity: ChannelIdentity,
+    participant: Participant,
+    event: EntryReported,
+    now: datetime,
+    key: KeySource,
+) -> None:
+    fields: dict[str, Any] = {}
+    subject: str | None = None
+    for name, value in event.fields:
+        if name in event.protected:
+            digest = _hashed(value, key)
+            if digest is None:
+                continue
+            subject = subject or digest
+            fields[name] = CITIZEN_ID_HASH + digest
+        else:
+            fields[name] = value
+    session.add(
+        ReportedEntry(
+            participant_id=participant.id,
+            district=identity.district,
+            kind=event.kind,
+            flow=event.flow,
+            campaign=event.campaign,
+            wave=event.wave,
+            ref=event.ref,
+            subject_hash=subject,
+            fields=fields,
+            created_at=now,
+        )
+    )
+
+
 async def _tag(session: AsyncSession, participant: Participant, tag: str, now: datetime) -> None:
     exists = await session.scalar(
         select(Tag.id).where(Tag.participant_id == participant.id, Tag.tag == tag)
@@ -295,6 +370,7 @@ async def _apply_one(
     participant: Participant,
     event: RecordEvent,
     now: datetime,
+    key: KeySource = _default_citizen_key,
 ) -> set[str]:
     match event:
         case FieldSaved(name=name, value=value):
@@ -310,6 +386,8 @@ async def _apply_one(
             await _submit(session, participant, event, now)
         case ReferralRecorded():
             await _refer(session, identity, participant, event, now)
+        case EntryReported():
+            _report(session, identity, participant, event, now, key)
         case Tagged(tag=tag):
             await _tag(session, participant, tag, now)
         case OrganisersNotified(text=text):
@@ -364,13 +442,17 @@ async def apply(
     now: datetime,
     *,
     files: FileStore | None = None,
+    citizen_key: bytes | None = None,
 ) -> None:
     """Write `events` (from the inbound message `inbound_id`) once: a replay writes nothing.
 
     `files` is where evidence files live; without it `DataDeletionRequested` deletes the rows
-    but leaves the files for a later sweep."""
+    but leaves the files for a later sweep. `citizen_key` hashes citizen-ID numbers of
+    reported entries that the engine left unhashed (default: LOA_CITIZEN_KEY, else the key
+    file in the data directory; bots.reports.citizens)."""
     if not events:
         return
+    secret: KeySource = (lambda: citizen_key) if citizen_key else _default_citizen_key
     conversation = conversation_id(key)
     doomed: set[str] = set()
     try:
@@ -382,7 +464,7 @@ async def apply(
             )
             identity, participant = await _identity(session, key, now)
             for event in events:
-                doomed |= await _apply_one(session, identity, participant, event, now)
+                doomed |= await _apply_one(session, identity, participant, event, now, secret)
     except IntegrityError:
         # Another writer applied the same inbound at the same moment (PostgreSQL lets both
         # transactions start): theirs won, ours wrote nothing.
@@ -405,6 +487,41 @@ async def touch_identity(
             identity.last_inbound_at = now
         if ref and identity.entry_ref is None:
             identity.entry_ref = ref
+        await _count_week(session, identity.participant_id, now)
+
+
+def week_of(at: datetime) -> date:
+    """The Monday (Vietnam time) of the week `at` falls in."""
+    local = at.astimezone(LOCAL_TZ).date()
+    return local - timedelta(days=local.weekday())
+
+
+async def _count_week(session: AsyncSession, participant_id: int, now: datetime) -> None:
+    """One more message this week: an upsert, so two processes never collide on the row."""
+    values = {
+        "participant_id": participant_id,
+        "week_start": week_of(now),
+        "messages": 1,
+        "first_at": now,
+        "last_at": now,
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("sqlite", "postgresql"):  # a portable read-then-write elsewhere
+        row = await session.get(ParticipantWeek, (participant_id, values["week_start"]))
+        if row is None:
+            session.add(ParticipantWeek(**values))
+        else:
+            row.messages += 1
+            row.last_at = max(row.last_at, now)
+        return
+    week = ParticipantWeek
+    insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(week).values(values)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[week.participant_id, week.week_start],
+            set_={"messages": week.messages + 1, "last_at": insert.excluded.last_at},
+        )
+    )
 
 
 async def load_profile(session_factory: Sessions, key: ConversationKey) -> dict[str, str]:
@@ -445,11 +562,17 @@ class Records:
     """The functions above bound to one session maker and file store."""
 
     def __init__(
-        self, sessions: Sessions, files: FileStore | None = None, reads: Sessions | None = None
+        self,
+        sessions: Sessions,
+        files: FileStore | None = None,
+        reads: Sessions | None = None,
+        *,
+        citizen_key: bytes | None = None,
     ) -> None:
         self.sessions = sessions
         self.files = files
         self.reads = reads or sessions
+        self.citizen_key = citizen_key
 
     async def apply(
         self,
@@ -458,7 +581,10 @@ class Records:
         events: Sequence[RecordEvent],
         now: datetime,
     ) -> None:
-        await apply(self.sessions, key, inbound_id, events, now, files=self.files)
+        await apply(
+            self.sessions, key, inbound_id, events, now, files=self.files,
+            citizen_key=self.citizen_key,
+        )
 
     async def touch_identity(
         self, key: ConversationKey, now: datetime, *, ref: str | None = None
@@ -479,4 +605,5 @@ __all__ = [
     "load_profile",
     "touch_identity",
     "units_only",
+    "week_of",
 ]
