@@ -4,15 +4,14 @@
 run (several processes may share one data directory: the embedded stores support it), and
 `loa backup` holds one while it copies. `loa restore` needs the *exclusive* lock: it cannot get
 it while any of them runs. The kernel drops a lock when its process dies, however it dies, so a
-crashed server never leaves a stale lock behind (which a pid file would). The file also lists
-the pids of the processes that hold it, for the operator's error message only.
+crashed server never leaves a stale lock behind (which a pid file would). Who holds it is read
+from the kernel's lock table, for the operator's error message only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 from pathlib import Path
 from typing import IO
 
@@ -52,8 +51,7 @@ def lock_path(data_dir: Path) -> Path:
 
 def _open(data_dir: Path) -> IO[str]:
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    # Opened for appending: taking a shared lock never truncates what others wrote.
-    return lock_path(data_dir).open("a+", encoding="utf-8")
+    return lock_path(data_dir).open("a", encoding="utf-8")
 
 
 def hold_shared(data_dir: Path) -> DataDirLock:
@@ -62,12 +60,6 @@ def hold_shared(data_dir: Path) -> DataDirLock:
     handle = _open(data_dir)
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
-        # Rewrite the list with the holders still alive, so it does not grow with restarts.
-        alive = [pid for pid in holders(data_dir) if pid != os.getpid()]
-        handle.seek(0)
-        handle.truncate()
-        handle.write("".join(f"{pid}\n" for pid in [*alive, os.getpid()]))
-        handle.flush()
     except BaseException:
         handle.close()
         raise
@@ -91,33 +83,31 @@ def hold_exclusive(data_dir: Path) -> DataDirLock:
     except BaseException:
         handle.close()
         raise
-    # Nobody else holds it: the pids listed are all gone.
-    handle.seek(0)
-    handle.truncate()
     return DataDirLock(lock_path(data_dir), handle, exclusive=True)
 
 
 def holders(data_dir: Path) -> list[int]:
-    """Pids listed in the lock file whose process still exists (best effort, for messages)."""
+    """Pids of the processes holding the lock, from the kernel's lock table (Linux
+    `/proc/locks`); empty where there is none. For messages only."""
     try:
-        lines = lock_path(data_dir).read_text(encoding="utf-8").split()
+        inode = lock_path(data_dir).stat().st_ino
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
     except OSError:
         return []
-    alive: list[int] = []
-    for line in lines:
-        if not line.isdigit():
-            continue
-        pid = int(line)
-        if pid in alive:
+    pids: list[int] = []
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  READ  28640 fd:01:1234567 0 EOF" (blocked waiters: "->")
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or "->" in fields:
             continue
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            pid = int(fields[4])
+            lock_inode = int(fields[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
             continue
-        except PermissionError:
-            pass
-        alive.append(pid)
-    return alive
+        if lock_inode == inode and pid not in pids:
+            pids.append(pid)
+    return pids
 
 
 def in_use(data_dir: Path) -> bool:
