@@ -177,7 +177,8 @@ def test_districts_with_their_menus_units_and_links(
     bundle: Bundle, districts: list[Any]
 ) -> None:
     by_slug = {d.slug: d for d in districts}
-    assert list(by_slug) == ["demo", "tp-hcm", "tan-phu"]  # the browser opens the first
+    # the browser opens the first; districts/*.yaml (included) add Bến Tre and Sốp Cộp
+    assert list(by_slug) == ["demo", "tp-hcm", "tan-phu", "ben-tre", "son-la", "sop-cop"]
     assert bundle.organisations["tp-hcm"].name == "Thành Đoàn TP. Hồ Chí Minh"
     tan_phu = bundle.organisations["tp-hcm"].children["tan-phu"]
     assert tan_phu.name == "Quận Đoàn Tân Phú"
