@@ -77,12 +77,15 @@ class FakeCdn:
 
     def __init__(self) -> None:
         self.fetched: list[str] = []
+        self.delay = 0.0  # seconds before answering (a slow CDN)
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def _serve(self, request: web.Request) -> web.Response:
         path = request.path
         self.fetched.append(path)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if path.endswith(".pdf"):
             body = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
             return web.Response(body=body, content_type="application/pdf")
