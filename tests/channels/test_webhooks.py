@@ -123,14 +123,13 @@ async def test_a_webhook_retried_five_times_is_processed_once(
     messenger = MessengerUser(server, "9000000000000003")
     zalo = ZaloUser(server, "9000000000000000003")
     telegram = TelegramUser(server, 9000003)
+    m_body = messenger.body(message={"mid": "m_retry", "text": "xin chào"})
+    z_body = zalo.body("user_send_text", {"text": "xin chào", "msg_id": "z_retry"})
+    t_body = json.dumps(telegram.update(text="xin chào")).encode()
     posts = [
-        lambda b=messenger.body(message={"mid": "m_retry", "text": "xin chào"}): (
-            server.post_messenger(b)
-        ),
-        lambda b=zalo.body("user_send_text", {"text": "xin chào", "msg_id": "z_retry"}): (
-            server.post_zalo(b)
-        ),
-        lambda b=json.dumps(telegram.update(text="xin chào")).encode(): server.post_telegram(b),
+        lambda: server.post_messenger(m_body),
+        lambda: server.post_zalo(z_body),
+        lambda: server.post_telegram(t_body),
     ]
     for post in posts:
         if concurrently:
