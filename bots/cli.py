@@ -15,6 +15,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("flows.check", "main", "kiểm tra flows.yaml, báo lỗi theo tệp:dòng:cột"),
     "graph": ("flows.graph", "main", "in sơ đồ Mermaid của một kịch bản"),
     "organiser": ("bots.organisers", "main", "quản lý tài khoản cán bộ của bảng điều khiển"),
+    "backup": ("bots.ops.cli", "main", "sao lưu dữ liệu (chạy được khi máy chủ đang chạy)"),
+    "restore": ("bots.ops.cli", "main", "khôi phục dữ liệu từ một bản sao lưu"),
+    "purge": ("bots.ops.cli", "main", "xóa minh chứng, thông tin cá nhân khi hết hạn lưu trữ"),
 }
 
 
@@ -36,6 +39,8 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
     elif name == "organiser":
         _organiser_arguments(parser)
+    elif name in ("backup", "restore", "purge"):
+        import_module("bots.ops.cli").add_arguments(name, parser)
 
 
 def _organiser_arguments(parser: argparse.ArgumentParser) -> None:

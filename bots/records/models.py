@@ -146,6 +146,9 @@ class Participant(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]  # personal data deleted on request at this time
+    # Personal data removed when the retention period of the person's campaigns ran out
+    # (`loa purge`, bots/ops/purge.py); unlike `deleted_at` the row still counts in reports.
+    purged_at: Mapped[datetime | None]
 
 
 class ChannelIdentity(Base):

@@ -173,6 +173,7 @@ def _save_field(participant: Participant, name: str, value: str, now: datetime) 
     elif name in EMAIL_FIELDS:
         participant.email = value
     participant.deleted_at = None  # they came back and gave their data again
+    participant.purged_at = None
     participant.updated_at = now
 
 
@@ -537,6 +538,7 @@ async def load_profile(session_factory: Sessions, key: ConversationKey) -> dict[
                 ChannelIdentity.user_id == key.user_id,
                 # What a deletion kept (the unit) is no registration: the person starts over.
                 Participant.deleted_at.is_(None),
+                Participant.purged_at.is_(None),
             )
         )
     return {str(k): str(v) for k, v in (profile or {}).items()}

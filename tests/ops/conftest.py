@@ -40,6 +40,7 @@ from flows.events import ConsentRecorded, EvidenceSaved, FieldSaved, SubmissionS
 from flows.vocab import Attachment, Channel, ConversationKey
 
 HERE = Path(__file__).parent
+REPO_ROOT = HERE.parents[1]
 FLOWS = HERE / "flows.yaml"
 T0 = datetime(2023, 8, 10, 9, 0, tzinfo=UTC)
 
