@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("bots.console_chat", "main", "trò chuyện với bot ngay trong cửa sổ dòng lệnh"),
     "check": ("flows.check", "main", "kiểm tra flows.yaml, báo lỗi theo tệp:dòng:cột"),
     "graph": ("flows.graph", "main", "in sơ đồ Mermaid của một kịch bản"),
+    "report": ("bots.reports.cli", "main", "báo cáo tiến độ, danh sách, cán bộ (bảng, CSV, XLSX)"),
     "organiser": ("bots.organisers", "main", "quản lý tài khoản cán bộ của bảng điều khiển"),
     "backup": ("bots.ops.cli", "main", "sao lưu dữ liệu (chạy được khi máy chủ đang chạy)"),
     "restore": ("bots.ops.cli", "main", "khôi phục dữ liệu từ một bản sao lưu"),
@@ -37,6 +38,8 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     elif name == "graph":
         parser.add_argument("flow", help="mã kịch bản, ví dụ dang_ky")
         parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
+    elif name == "report":
+        import_module("bots.reports.cli").add_arguments(parser)
     elif name == "organiser":
         _organiser_arguments(parser)
     elif name in ("backup", "restore", "purge"):
