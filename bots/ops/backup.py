@@ -137,6 +137,7 @@ def copy_hashed(source: Path, target: Path) -> Part:
             digest.update(chunk)
             dst.write(chunk)
             size += len(chunk)
+    shutil.copymode(source, target)  # a key file stays readable by its owner only
     return Part("", digest.hexdigest(), size)
 
 
@@ -321,7 +322,8 @@ def _assemble(
     pg_dump: str | None,
     use_pg_dump: bool,
 ) -> BackupReport:
-    work.mkdir()
+    # Backups hold personal data and the citizen-ID key: for the owner's eyes only.
+    work.mkdir(mode=0o700)
     parts: list[Part] = []
     notes: list[str] = []
     records_file = sqlite_path(settings.database_url)
@@ -465,7 +467,10 @@ def _to_tar(folder: Path) -> Path:
     try:
         # Not compressed: evidence is JPEG/PNG already; SQLite files compress, but the time
         # matters more on the deadline day than the space.
-        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as archive:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw, tarfile.open(
+            fileobj=raw, mode="w", format=tarfile.PAX_FORMAT
+        ) as archive:
             archive.add(folder, arcname=folder.name)
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())

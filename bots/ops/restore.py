@@ -86,6 +86,15 @@ class _Source:
         if self._tar is not None:
             self._tar.close()
 
+    def mode(self, rel: str) -> int | None:
+        """A part's permission bits as the backup keeps them."""
+        try:
+            if self._tar is None:
+                return (self.path / rel).stat().st_mode & 0o777
+            return self._tar.getmember(self._top + rel).mode & 0o777
+        except (OSError, KeyError):
+            return None
+
     @contextmanager
     def open(self, rel: str) -> Iterator[IO[bytes]]:
         """A part's bytes; `FileNotFoundError` if the backup lacks it."""
@@ -147,6 +156,9 @@ def _copy_part(source: _Source, part: Part, target: Path | None) -> None:
         raise ManifestError(f"bản sao lưu thiếu {part.path}") from None
     if size != part.size or digest.hexdigest() != part.sha256:
         raise ManifestError(f"{part.path} không khớp với bản kê: bản sao lưu đã hỏng")
+    mode = source.mode(part.path) if target is not None else None
+    if target is not None and mode is not None:
+        os.chmod(target, mode)
 
 
 # -- the restore ---------------------------------------------------------------------------------

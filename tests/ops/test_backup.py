@@ -54,12 +54,16 @@ async def test_backup_then_restore_into_an_empty_data_dir_loses_nothing(
 ) -> None:
     key = await _with_a_session(world)
     data_dir = world.settings.data_dir
+    secret = data_dir / "citizen-id.key"  # the reports' key file: owner-only, and backed up
+    secret.write_text("00" * 32 + "\n")
+    secret.chmod(0o600)
     records_before = table_dump(world.records_path)
     state_before = table_dump(data_dir / "state.sqlite3")
     files_before = file_hashes(data_dir)
     assert len([p for p in files_before if p.startswith("files/")]) == 5  # AN SHARED BINH CHI DUNG
 
     report = backup(world.settings, tmp_path / "backups", tar=as_tar)
+    assert report.path.stat().st_mode & 0o077 == 0  # personal data: the owner's only
     assert report.path.name.startswith("loa-backup-")
     assert report.path.suffix == (".tar" if as_tar else "")
     assert report.manifest.records["rows"]["participants"] == 4
@@ -73,6 +77,7 @@ async def test_backup_then_restore_into_an_empty_data_dir_loses_nothing(
     assert table_dump(world.records_path) == records_before
     assert table_dump(data_dir / "state.sqlite3") == state_before
     assert file_hashes(data_dir) == files_before
+    assert secret.stat().st_mode & 0o777 == 0o600
     for label, sha in world.shas.items():
         assert hashlib.sha256(world.files.read(sha)).hexdigest() == sha, label
     # The restored conversation store still holds the reply and the session.
