@@ -91,7 +91,17 @@ async def upgrade(target: str | AsyncEngine, revision: str = "head") -> None:
             await engine.dispose()
 
 
+# Any constant: the key of the PostgreSQL advisory lock that serialises migrations.
+_MIGRATION_LOCK = 0x10A0_0001
+
+
 def _upgrade_sync(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Two processes starting on an empty database would both CREATE TABLE alembic_version
+        # (PostgreSQL lets both transactions start; one then fails on the catalogue's unique
+        # index). The lock lasts until this transaction ends: the second process then finds
+        # the schema at head and does nothing. SQLite's BEGIN IMMEDIATE already serialises.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
