@@ -16,6 +16,7 @@ import logging
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bots.ops.datadir import DataDirLock, hold_shared
@@ -33,6 +34,7 @@ from flows.vocab import Channel
 log = logging.getLogger("loa.ops")
 
 DISK_EVERY = 60.0  # seconds between disk checks
+CHECKPOINT_EVERY = 600.0  # seconds between emptyings of the SQLite records' write-ahead log
 Source = Callable[[], Awaitable[int] | int]
 Notify = Callable[[str], Awaitable[None]]
 
@@ -45,6 +47,7 @@ class Operations:
         usage: Callable[[Any], Any] = shutil.disk_usage,
         disk_every: float = DISK_EVERY,
         lag_every: float = 0.5,
+        checkpoint_every: float = CHECKPOINT_EVERY,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -57,6 +60,7 @@ class Operations:
         )
         self.disk_every = disk_every
         self.lag_every = lag_every
+        self.checkpoint_every = checkpoint_every
         self.notify: Notify | None = None
         self._lock: DataDirLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -115,6 +119,32 @@ class Operations:
             running=lambda: runtime.pipeline.busy,
             notify=notify,
         )
+        records = getattr(getattr(database, "engine", None), "url", None)
+        if (
+            self.checkpoint_every > 0
+            and records is not None
+            and records.get_backend_name() == "sqlite"
+            and records.database
+        ):
+            task = asyncio.get_running_loop().create_task(
+                self._checkpoints(Path(records.database))
+            )
+            self._tasks.append(task)
+
+    async def _checkpoints(self, path: Path) -> None:
+        """Empty the records' write-ahead log now and then: what "xóa dữ liệu của tôi" deleted
+        (zeroed in the pages: secure_delete) then also leaves the -wal file and the older page
+        copies in the database file."""
+        from bots.ops.purge import sqlite_checkpoint
+
+        while True:
+            await asyncio.sleep(self.checkpoint_every)
+            try:
+                done = await asyncio.to_thread(sqlite_checkpoint, path, 1000)
+                if not done:
+                    log.info("records checkpoint postponed: readers were busy")
+            except Exception:
+                log.exception("records checkpoint failed; trying again later")
 
     def check_image_upload(self) -> None:
         """Before a browser upload is stored: `ImageRejected` with the Vietnamese message
