@@ -220,12 +220,12 @@ def ops_settings(tmp_path: Path) -> Settings:
     return from_env({"LOA_CONFIG": str(FLOWS), "LOA_DATA_DIR": str(tmp_path / "var")})
 
 
-@pytest.fixture
-async def world(ops_settings: Settings) -> AsyncIterator[World]:
+async def build_world(settings: Settings) -> World:
+    """The people above, written the way the bot writes them, into `settings`' records."""
     flows = load_flows(FLOWS)
-    db = await open_database(ops_settings.database_url)
-    files = FileStore(ops_settings.files_dir)
-    w = World(ops_settings, db, files, flows)
+    db = await open_database(settings.database_url)
+    files = FileStore(settings.files_dir)
+    w = World(settings, db, files, flows)
     await add_organisations(db, flows, T0)
     for person in PEOPLE.values():
         await register(db, person, T0)
@@ -241,16 +241,34 @@ async def world(ops_settings: Settings) -> AsyncIterator[World]:
     await submit(w, "binh", "cds_moi", "Đợt 1", ["SHARED"], now)
     await submit(w, "dung", "cds_moi", "Đợt 1", ["DUNG"], now)
     # The flow archive and the flows' media, as `loa serve` keeps them.
-    bundle = ops_settings.bundles_dir / ("a" * 64)
+    bundle = settings.bundles_dir / ("a" * 64)
     bundle.mkdir(parents=True)
     (bundle / "flows.yaml").write_bytes(FLOWS.read_bytes())
-    media = ops_settings.data_dir / "media"
+    media = settings.data_dir / "media"
     media.mkdir()
     (media / f"{'b' * 64}.png").write_bytes(blob("sample"))
+    return w
+
+
+@pytest.fixture
+async def world(ops_settings: Settings) -> AsyncIterator[World]:
+    w = await build_world(ops_settings)
     try:
         yield w
     finally:
-        await db.close()
+        await w.db.close()
+
+
+@pytest.fixture
+async def pg_world(tmp_path: Path, postgres_url: str) -> AsyncIterator[World]:
+    """The same world with its records in PostgreSQL."""
+    settings = from_env({"LOA_CONFIG": str(FLOWS), "LOA_DATA_DIR": str(tmp_path / "pgvar"),
+                         "LOA_DATABASE_URL": postgres_url})
+    w = await build_world(settings)
+    try:
+        yield w
+    finally:
+        await w.db.close()
 
 
 # -- comparing data directories -------------------------------------------------------------------

@@ -137,6 +137,32 @@ async def test_purge_keeps_the_counts_and_leaves_no_personal_data(world: World) 
     assert await counts(world) == before
 
 
+async def test_purge_on_postgres_keeps_the_counts_and_drops_personal_data(
+    pg_world: World,
+) -> None:
+    world = pg_world
+    before = await counts(world)
+    plan = await _purge(world)
+    assert (len(plan.erased), plan.kept, plan.files_deleted, plan.files_shared) == (
+        2, [await _pid(world, "binh")], 3, 1
+    )
+    assert await counts(world) == before
+    async with world.db.reads() as session:
+        rows = (await session.execute(
+            select(Participant.name, Participant.phone, Participant.email, Participant.profile,
+                   Participant.purged_at).order_by(Participant.id))).all()
+        left = (await session.scalars(select(EvidenceItem.criterion))).all()
+    names = [row[0] for row in rows]
+    assert PEOPLE["an"].name not in names and PEOPLE["chi"].name not in names
+    assert PEOPLE["binh"].name in names and PEOPLE["dung"].name in names
+    purged = [row for row in rows if row[4] is not None]
+    assert [(r[1], r[2], r[3]) for r in purged] == [
+        (None, None, {"don_vi": "tan-quy"}), (None, None, {"don_vi": "tan-quy"})
+    ]
+    assert sorted(left) == ["anh_DUNG", "anh_SHARED"]
+    assert not world.files.exists(world.shas["AN"]) and world.files.exists(world.shas["SHARED"])
+
+
 async def test_purge_refuses_before_the_retention_period_ends(world: World) -> None:
     before = table_dump(world.records_path), file_hashes(world.settings.data_dir)
     # The last wave ended on 15/10/2023; 180 days later is 13/04/2024 (Vietnam time).
