@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import cProfile
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -120,6 +121,22 @@ class FakeBotApi:
         }
         reply: dict[str, Any] = orjson.loads(orjson.dumps({"ok": True, "result": result}))
         return reply
+
+
+class CostOnlyLimiter:
+    """The production rate limiter (per bot and per chat, bots.ratelimit), consulted for its
+    cost on every send (Redis: one more script call), its answer ignored. The fake Bot API has
+    no limits, the peers do not limit, and Telegram's 30 messages/s per bot would otherwise
+    turn a throughput benchmark into a measurement of that limit."""
+
+    def __init__(self, limiter: Any) -> None:
+        self.limiter = limiter
+
+    async def reserve(self, group: str, buckets: Any, max_wait: float) -> Any:
+        from bots.ratelimit import Grant
+
+        await self.limiter.reserve(group, buckets, max_wait)
+        return Grant(True, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,17 +324,10 @@ def instrument(layers: Layers, engine: Any, codec: Any, wiring: Wiring) -> tuple
     store = wiring.store
     overrides = {
         name: layers.coro(f"store.{name}", getattr(store, name))
-        for name in (
-            "accept",
-            "accept_and_claim",
-            "claim",
-            "commit",
-            "commit_with_outbox",
-            "release",
-            "outbox_read",
-            "outbox_ack",
-        )
-        if hasattr(store, name)
+        for name in dir(store)
+        if not name.startswith("_")
+        and name != "close"
+        and inspect.iscoroutinefunction(getattr(store, name, None))
     }
     wiring.store = _Proxy(store, **overrides)
     if wiring.records is not None:
@@ -326,8 +336,9 @@ def instrument(layers: Layers, engine: Any, codec: Any, wiring: Wiring) -> tuple
             records,
             **{
                 name: layers.coro(f"records.{name}", getattr(records, name))
-                for name in ("apply", "touch", "restore")
-                if hasattr(records, name)
+                for name in dir(records)
+                if not name.startswith("_")
+                and inspect.iscoroutinefunction(getattr(records, name, None))
             },
         )
     return engine, codec
@@ -348,6 +359,7 @@ async def run_config(
     layers: bool = False,
     profile: int = 0,
     memory_users: int | None = None,
+    rate_limits: str = "cost",
 ) -> tuple[dict[str, Any], Any]:
     """Run one configuration; returns (the harness RESULT dict plus Loa's fields, counter).
     Raises AssertionError if the replies are not exactly what the scenario requires."""
@@ -365,8 +377,18 @@ async def run_config(
         # the pipeline's own choice for this store (Redis: shared outboxes, read before send),
         # taken before --layers wraps the store in a proxy that would hide its type
         exclusive = Pipeline(wiring.store, engine, codec).exclusive
+        limiter: Any = None
+        if rate_limits == "cost":
+            from bots.ratelimit import limiter_for
+
+            limiter = CostOnlyLimiter(limiter_for(wiring.store))
+        elif rate_limits == "off":
+            limiter = CostOnlyLimiter(None)
+            limiter.limiter = _NoLimiter()
         if timer is not None:
             engine, codec = instrument(timer, engine, codec, wiring)
+            if limiter is not None:
+                limiter.reserve = timer.coro("limiter.reserve", limiter.reserve)
             transport = timer.coro("transport (fake Bot API)", transport)
         adapter = TelegramAdapter(DISTRICT, transport=transport)
         if timer is not None:
@@ -378,6 +400,8 @@ async def run_config(
             records=wiring.records,
             adapters={Channel.TELEGRAM: adapter},
             exclusive=exclusive,
+            limiter=limiter,
+            metrics=_metrics(),
         )
         parse = parse_update if timer is None else timer.sync("parse_update", parse_update)
         process = pipeline.process
@@ -390,7 +414,10 @@ async def run_config(
         profiler = cProfile.Profile() if profile else None
         cmd_counter: dict[str, int] = {}
 
+        cpu = [0.0]
+
         async def before() -> None:
+            cpu[0] = time.process_time()
             if timer is not None:
                 timer.reset()
             if wiring.redis is not None:
@@ -399,6 +426,7 @@ async def run_config(
                 profiler.enable()
 
         async def after() -> float:
+            cpu[0] = time.process_time() - cpu[0]
             if profiler is not None:
                 profiler.disable()
             return 0.0
@@ -408,6 +436,7 @@ async def run_config(
             "store": config.removeprefix("loa-"),
             "records": wiring.records is not None,
             "exclusive_outbox": exclusive,
+            "rate_limits": rate_limits,
         }
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink):  # the harness prints its own RESULT line
@@ -423,6 +452,9 @@ async def run_config(
             )
         counter.check(users + warmup)
         updates = result["updates"]
+        # CPU time of this process (all its threads) per update: unlike wall time it does not
+        # grow when other processes take the CPU away, so it compares runs on a busy machine
+        result["cpu_us_per_update"] = round(cpu[0] / updates * 1e6, 2)
         if cmd_counter:
             total = sum(cmd_counter.values())
             result["redis_cmds_per_update"] = round(total / updates, 3)
@@ -441,6 +473,20 @@ async def run_config(
         return result, counter
     finally:
         await wiring.close()
+
+
+class _NoLimiter:
+    async def reserve(self, group: str, buckets: Any, max_wait: float) -> None:
+        return None
+
+
+def _metrics() -> Any:
+    """The /metrics counters production counts into (bots.ops.metrics), if present."""
+    try:
+        from bots.ops.metrics import Metrics
+    except ImportError:
+        return None
+    return Metrics()
 
 
 def _count_commands(client: Any, into: dict[str, int] | None) -> None:
@@ -562,14 +608,16 @@ SUMMARY_FIELDS = (
     "concurrency",
     "updates_per_s",
     "us_per_update",
+    "cpu_us_per_update",
     "lat_p50_us",
     "lat_p99_us",
     "peak_rss_mb",
     "redis_cmds_per_update",
     "redis_bytes_per_conversation_half_way",
 )
-MEDIAN_FIELDS = ("updates_per_s", "us_per_update", "lat_p50_us", "lat_p99_us", "peak_rss_mb",
-                 "rss_before_mb", "redis_cmds_per_update", "gc_gen2_during_run",
+MEDIAN_FIELDS = ("updates_per_s", "us_per_update", "cpu_us_per_update", "lat_p50_us",
+                 "lat_p99_us", "peak_rss_mb", "rss_before_mb", "redis_cmds_per_update",
+                 "gc_gen2_during_run",
                  "redis_bytes_per_conversation_half_way", "redis_bytes_per_conversation_finished")
 
 
@@ -584,6 +632,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=1, help="runs per configuration (median)")
     ap.add_argument("--records", choices=("auto", "on", "off"), default="auto",
                     help="write the SQL records (auto: only loa-sqlite)")
+    ap.add_argument("--rate-limits", choices=("cost", "off"), default="cost",
+                    help="cost: consult the production send rate limiter and ignore its "
+                         "answer (default); off: skip it")
     ap.add_argument("--json", action="store_true", help="one JSON object per line, nothing else")
     ap.add_argument("--layers", action="store_true", help="time each layer (adds overhead)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
@@ -611,7 +662,8 @@ def _child_env() -> dict[str, str]:
 def _run_child(args: argparse.Namespace, config: str, concurrency: int) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.engine", "--in-process", "--json", "--config", config,
             "--users", str(args.users), "--concurrency", str(concurrency),
-            "--warmup-users", str(args.warmup_users), "--records", args.records]
+            "--warmup-users", str(args.warmup_users), "--records", args.records,
+            "--rate-limits", args.rate_limits]
     if args.memory_users is not None:
         argv += ["--memory-users", str(args.memory_users)]
     if args.layers:
@@ -758,7 +810,8 @@ def main(argv: list[str] | None = None) -> int:
                     result, _ = asyncio.run(
                         run_config(config, args.users, concurrency, warmup=args.warmup_users,
                                    records=args.records, layers=args.layers,
-                                   profile=args.profile, memory_users=args.memory_users)
+                                   profile=args.profile, memory_users=args.memory_users,
+                                   rate_limits=args.rate_limits)
                     )
                     profile_text = result.pop("profile", None)
                     if profile_text:
