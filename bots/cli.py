@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "backup": ("bots.ops.cli", "main", "sao lưu dữ liệu (chạy được khi máy chủ đang chạy)"),
     "restore": ("bots.ops.cli", "main", "khôi phục dữ liệu từ một bản sao lưu"),
     "purge": ("bots.ops.cli", "main", "xóa minh chứng, thông tin cá nhân khi hết hạn lưu trữ"),
+    "qr": ("bots.qr", "main", "tạo mã QR của đường dẫn mở một kịch bản trên một kênh"),
+    "webhook": ("bots.webhook_cli", "main", "đặt, xem hoặc gỡ webhook của một kênh"),
 }
 
 
@@ -44,6 +46,8 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         _organiser_arguments(parser)
     elif name in ("backup", "restore", "purge"):
         import_module("bots.ops.cli").add_arguments(name, parser)
+    elif name in ("qr", "webhook"):
+        import_module(COMMANDS[name][0]).add_arguments(parser)
 
 
 def _organiser_arguments(parser: argparse.ArgumentParser) -> None:
