@@ -32,6 +32,7 @@ import io
 import json
 import os
 import pstats
+import re
 import shutil
 import statistics
 import subprocess
@@ -551,11 +552,11 @@ async def redis_memory(
     n: int, first_user: int,
 ) -> dict[str, Any]:
     """Redis memory per conversation: `n` new conversations stopped half-way (4 of 8 updates),
-    MEMORY USAGE summed over each conversation's keys (session, lock, de-dup window, inbox,
-    outbox); and the same for the conversations the timed run finished."""
-    from bots.state import conversation_id
-    from flows.vocab import Channel, ConversationKey
-
+    MEMORY USAGE summed over every key under the run's prefix that belongs to one of them (the
+    conversation value with session, lock and de-dup window; inbox and outbox lists while they
+    exist; anything else keyed by the person, such as a per-chat rate-limit bucket, which
+    expires seconds after the last reply); and the same for the conversations the timed run
+    finished. Shared keys (the bot's own rate-limit bucket) belong to no conversation."""
     half = scenario.STEPS_PER_USER // 2
     update_id = 50_000_000
     for step in range(half):
@@ -563,39 +564,42 @@ async def redis_memory(
             update_id += 1
             await feed(scenario.raw_update(update_id, first_user + k, step))
 
-    client, store = wiring.redis, wiring.store
-
-    async def usage(user_indexes: range) -> tuple[float, float, dict[str, float]]:
-        total = 0
-        keys = 0
-        by_kind: dict[str, int] = {}
-        for i in user_indexes:
-            key = ConversationKey(DISTRICT, Channel.TELEGRAM, str(scenario.BASE_USER_ID + i))
-            names = store.keys(key) if hasattr(store, "keys") else ()
-            if not names:  # a store without a key map: everything holding the conversation id
-                pattern = f"{wiring.prefix}*{conversation_id(key)}*"
-                names = [k async for k in client.scan_iter(match=pattern, count=1000)]
-            for name in names:
-                size = await client.memory_usage(name, samples=0)
-                if size:
-                    total += size
-                    keys += 1
-                    kind = name.decode() if isinstance(name, bytes) else name
-                    kind = kind[len(wiring.prefix):].split(":", 1)[0]
-                    by_kind[kind] = by_kind.get(kind, 0) + size
-        count = max(1, len(user_indexes))
-        return total / count, keys / count, {k: round(v / count, 1) for k, v in by_kind.items()}
-
-    half_bytes, half_keys, half_kinds = await usage(range(first_user, first_user + n))
+    client, prefix = wiring.redis, wiring.prefix
+    base = scenario.BASE_USER_ID
+    half_ids = {str(base + i) for i in range(first_user, first_user + n)}
     done_n = min(n, first_user)
-    done_bytes, done_keys, _ = await usage(range(0, done_n))
+    done_ids = {str(base + i) for i in range(done_n)}
+    sizes: dict[str, dict[str, int]] = {"half": {}, "done": {}}
+    counts = {"half": 0, "done": 0}
+    glob = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
+    async for raw in client.scan_iter(match=glob, count=1000):
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        rest = name[len(prefix):]
+        ids = set(re.findall(r"\d{9,}", rest))
+        group = "half" if ids & half_ids else "done" if ids & done_ids else None
+        if group is None:
+            continue
+        size = await client.memory_usage(raw, samples=0) or 0
+        kind = rest.split(":", 1)[0]
+        sizes[group][kind] = sizes[group].get(kind, 0) + size
+        counts[group] += 1
+
+    def per(group: str, people: int) -> tuple[float, float, dict[str, float]]:
+        people = max(1, people)
+        total = sum(sizes[group].values())
+        kinds = {k: round(v / people, 1) for k, v in sorted(sizes[group].items())}
+        return round(total / people, 1), round(counts[group] / people, 2), kinds
+
+    half_bytes, half_keys, half_kinds = per("half", n)
+    done_bytes, done_keys, done_kinds = per("done", done_n)
     return {
-        "redis_bytes_per_conversation_half_way": round(half_bytes, 1),
-        "redis_keys_per_conversation_half_way": round(half_keys, 2),
+        "redis_bytes_per_conversation_half_way": half_bytes,
+        "redis_keys_per_conversation_half_way": half_keys,
         "redis_bytes_by_key_half_way": half_kinds,
         "redis_half_way_conversations": n,
-        "redis_bytes_per_conversation_finished": round(done_bytes, 1),
-        "redis_keys_per_conversation_finished": round(done_keys, 2),
+        "redis_bytes_per_conversation_finished": done_bytes,
+        "redis_keys_per_conversation_finished": done_keys,
+        "redis_bytes_by_key_finished": done_kinds,
     }
 
 
