@@ -399,7 +399,7 @@ async def run_config(
             engine,
             codec,
             records=wiring.records,
-            adapters={Channel.TELEGRAM: adapter},
+            adapters={Channel.TELEGRAM: _by_district(adapter)},
             exclusive=exclusive,
             limiter=limiter,
             metrics=_metrics(),
@@ -474,6 +474,18 @@ async def run_config(
         return result, counter
     finally:
         await wiring.close()
+
+
+def _by_district(adapter: Any) -> Any:
+    """Production routes Telegram sends through `bots.channels.ByDistrict` (one bot per
+    district); the benchmark does the same when that module is there."""
+    try:
+        from bots.channels import ByDistrict
+    except ImportError:
+        return adapter
+    from flows.vocab import Channel
+
+    return ByDistrict(Channel.TELEGRAM, {DISTRICT: adapter})
 
 
 class _NoLimiter:
