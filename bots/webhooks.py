@@ -96,8 +96,8 @@ class Webhooks:
     @property
     def channels(self) -> Channels:
         channels = self.runtime.channels
-        if channels is None:
-            raise web.HTTPServiceUnavailable()
+        if channels is None:  # no district uses a messaging platform
+            raise web.HTTPNotFound()
         return channels
 
     async def _ingest(self, inbounds: Iterable[Inbound]) -> int:

@@ -8,8 +8,11 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from bots.records.models import ChannelIdentity
@@ -23,7 +26,9 @@ from .conftest import (
     TG_SECRET,
     VERIFY_TOKEN,
     ZALOBOT_SECRET,
+    Platforms,
     Server,
+    start_server,
     wait_until,
 )
 from .people import MessengerUser, TelegramUser, ZaloUser
@@ -216,3 +221,17 @@ async def test_acknowledged_at_once_while_the_work_waits(server: Server) -> None
     assert server.pipeline.processed < 50  # the pictures are still being fetched
     server.platforms.cdn.delay = 0.0
     await wait_until(lambda: server.pipeline.processed == 50, timeout=60)
+
+
+async def test_without_messaging_channels_the_routes_are_not_found(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], platforms: Platforms, tmp_path: Path
+) -> None:
+    only_browser = (
+        "organisations:\n  thu:\n    name: Đơn vị thử\n    channels: {webchat: {}}\n"
+        "flows:\n  menu:\n    title: Menu\n    steps:\n      - say: Xin chào!\n"
+    )
+    server = await start_server(aiohttp_client, platforms, tmp_path, flows_text=only_browser)
+    assert server.runtime.channels is None
+    for path in ("/webhooks/messenger", "/webhooks/zalo", "/webhooks/telegram/thu"):
+        assert (await server.client.post(path, data=b"{}")).status == 404, path
+    assert (await server.client.get("/oauth/zalo/start")).status == 404
