@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from hashlib import blake2b
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from bots.state import (
     DEDUPE_WINDOW,
@@ -327,10 +327,16 @@ class RedisStore:
         lease: float = DEFAULT_LEASE,
         session_ttl: float = DEFAULT_SESSION_TTL,
         dedupe_window: int = DEDUPE_WINDOW,
+        max_connections: int = 64,
     ) -> RedisStore:
         """A store with its own connection pool (closed by `close`); fails early if Redis is
-        unreachable."""
-        client: Redis = Redis.from_url(url, decode_responses=False)
+        unreachable. The pool *waits* for a free connection when all `max_connections` are
+        busy: redis-py's default pool (100 connections) raises instead, which under a burst
+        stopped workers and senders until the next recovery sweep."""
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=30, decode_responses=False
+        )
+        client: Redis = Redis.from_pool(pool)  # closing the client closes the pool
         try:
             await client.ping()
         except Exception:
