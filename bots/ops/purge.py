@@ -53,10 +53,12 @@ from bots.records.models import (
     EvidenceItem,
     OrganiserNotification,
     Participant,
+    ReportedEntry,
     Review,
     Submission,
 )
 from bots.records.writer import units_only
+from flows.events import CITIZEN_ID_HASH
 from flows.schema import Campaign, ExpectKind
 
 log = logging.getLogger("loa.ops.purge")
@@ -357,18 +359,13 @@ async def _used_elsewhere(
 
 async def _reported_entries(session: AsyncSession, campaign: str, *, blank: bool) -> int:
     """Entries reported for the campaign (`action: report`); with `blank`, their fields lose
-    everything but keyed citizen-ID hashes. 0 when this deployment has no such table."""
-    from bots.records import models
-
-    entry = getattr(models, "ReportedEntry", None)
-    if entry is None:
-        return 0
-    try:
-        from flows.events import CITIZEN_ID_HASH
-    except ImportError:  # pragma: no cover - older flows without reported entries
-        CITIZEN_ID_HASH = "\x00"
+    everything but keyed citizen-ID hashes (the counting rules match citizens by them)."""
     rows = (
-        await session.execute(select(entry.id, entry.fields).where(entry.campaign == campaign))
+        await session.execute(
+            select(ReportedEntry.id, ReportedEntry.fields).where(
+                ReportedEntry.campaign == campaign
+            )
+        )
     ).all()
     if blank:
         for entry_id, fields in rows:
@@ -379,7 +376,7 @@ async def _reported_entries(session: AsyncSession, campaign: str, *, blank: bool
             }
             if kept != (fields or {}):
                 await session.execute(
-                    update(entry).where(entry.id == entry_id).values(fields=kept)
+                    update(ReportedEntry).where(ReportedEntry.id == entry_id).values(fields=kept)
                 )
     return len(rows)
 

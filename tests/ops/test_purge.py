@@ -287,3 +287,32 @@ async def _pid(world: World, person: str) -> int:
         )
     assert pid is not None
     return pid
+
+
+async def test_reported_entries_keep_only_the_citizen_id_hash(world: World) -> None:
+    """A cadre's reports of citizens they guided (`action: report`): after the purge the
+    citizen's name is gone, the keyed hash the counting rules match on stays."""
+    from bots.records.models import ReportedEntry
+
+    digest = "ab" * 32
+    async with world.db.sessions() as session, session.begin():
+        for campaign, citizen in (("cds_2023", "Đinh Văn Người Dân"),
+                                  ("cds_moi", "Hồ Thị Còn Hạn")):
+            session.add(ReportedEntry(
+                participant_id=await _pid(world, "an"), district="tan-phu", kind="huong_dan",
+                flow="bao_cao", campaign=campaign, wave="Đợt 1", ref="can-bo-an",
+                subject_hash=digest,
+                fields={"ho_ten_dan": citizen, "cccd": f"hmac-sha256:{digest}"},
+                created_at=datetime(2023, 9, 1, tzinfo=UTC),
+            ))
+    plan = await _purge(world)
+    assert plan.entries == 1
+    async with world.db.reads() as session:
+        rows = dict((await session.execute(
+            select(ReportedEntry.campaign, ReportedEntry.fields))).all())
+        hashes = (await session.scalars(select(ReportedEntry.subject_hash))).all()
+    assert rows["cds_2023"] == {"cccd": f"hmac-sha256:{digest}"}
+    assert rows["cds_moi"]["ho_ten_dan"] == "Hồ Thị Còn Hạn"  # another campaign: untouched
+    assert hashes == [digest, digest]
+    assert not scan(world.records_path, "Đinh Văn Người Dân")
+    assert scan(world.records_path, "Hồ Thị Còn Hạn")
