@@ -615,19 +615,28 @@ class Pipeline:
                 if math.isfinite(hold):
                     self._wake_later(key, hold)
                 return 0
-        sent = 0
-        for n, item in enumerate(items):
+        # Acknowledged once per batch (a turn's replies: usually one to three), renewing the
+        # sender lease on the way when a batch runs long: a crash mid-batch re-sends what this
+        # batch had delivered (at-least-once), for one store round trip per batch, not per item.
+        sent = done = 0
+        renew_at = time.monotonic() + lease / 2
+        for item in items:
             later = await self._send_item(adapter, key, item, attempts)
             attempts = 0
             if later is not None:
                 self._backlog.add(key)
+                if done:
+                    await store.outbox_done(key, owner, done, lease)
                 await store.outbox_defer(key, owner, later)
                 if math.isfinite(later.not_before):
                     self._wake_later(key, later.not_before - time.time())
                 return sent
-            last = n == len(items) - 1
-            await store.outbox_done(key, owner, item.seq, 0.0 if last else lease)
+            done = item.seq
             sent += 1
+            if shared and time.monotonic() > renew_at:
+                await store.outbox_done(key, owner, done, lease)
+                renew_at = time.monotonic() + lease / 2
+        await store.outbox_done(key, owner, done)
         self._backlog.discard(key)
         return sent
 
