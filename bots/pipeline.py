@@ -48,7 +48,7 @@ from adapters.base import (
     RetryLater,
 )
 from bots.delivery import WINDOWS, DeferReason, DeliveryPolicy, buckets, window_open
-from bots.ratelimit import Limiter, limiter_for
+from bots.ratelimit import Limiter
 from bots.state import DUPLICATE
 from bots.state import Duplicate as _Duplicate
 from bots.state.protocol import (
@@ -287,7 +287,9 @@ class Pipeline:
         self._pull: dict[Channel, PullChannel] = {}
         for channel, adapter in (adapters or {}).items():
             self.add_adapter(channel, adapter)
-        self.limiter = limiter if limiter is not None else limiter_for(store)
+        # Rate limits per credential (bots/ratelimit.py); None: unlimited (tests, benchmarks).
+        # The runtime passes `limiter_for(store)`: shared through Redis when the store is.
+        self.limiter = limiter
         self._rng = rng or random.Random()
         self._running: dict[ConversationKey, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -673,10 +675,10 @@ class Pipeline:
         if not await self._window_open(key):
             note = "Ngoài khung nhắn tin của nền tảng; chờ người dùng nhắn lại."
             return Deferral(item.seq, attempts, math.inf, DeferReason.WINDOW.value, note)
-        limited = buckets(adapter, key)
+        limited = buckets(adapter, key) if self.limiter is not None else None
         tries = 0
         while True:
-            if limited is not None:
+            if limited is not None and self.limiter is not None:
                 grant = await self.limiter.reserve(*limited, max_wait=policy.max_wait)
                 if not grant.granted:
                     note = "Đang chờ theo giới hạn tốc độ gửi của kênh."

@@ -28,6 +28,7 @@ from bots.images import CheckedImage, check_image
 from bots.media import MediaCapture
 from bots.ops.service import Operations
 from bots.pipeline import Pipeline, PullChannel
+from bots.ratelimit import limiter_for
 from bots.records import Database, FileStore, Records, open_database
 from bots.settings import Settings
 from bots.state import Store, open_store
@@ -335,6 +336,7 @@ class Runtime:
                 self.ops.disk.guarded(self._capture.capture) if self._capture is not None else None
             ),
             metrics=self.ops.metrics,
+            limiter=limiter_for(self._store),  # per-credential rate limits (bots/ratelimit.py)
         )
         if self.channels is not None:
             await self.channels.start(self._pipeline.ingest)

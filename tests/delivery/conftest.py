@@ -25,6 +25,7 @@ from adapters.telegram import TelegramAdapter
 from adapters.telegram_transport import HttpTransport
 from bots.delivery import DeliveryPolicy
 from bots.pipeline import Pipeline, encode_inbound, encode_outbound
+from bots.ratelimit import limiter_for
 from bots.records import FileStore, Records, open_database
 from bots.runtime import Flows, SqlRecords, load_flows
 from bots.state import Store, open_store
@@ -108,8 +109,10 @@ class Rig:
 
     def pipeline(self, adapter: Any, channel: Channel, **kw: Any) -> Pipeline:
         kw.setdefault("delivery", DeliveryPolicy(backoff=0.2, max_wait=0.5))
+        store = kw.pop("store", self.store)
+        kw.setdefault("limiter", limiter_for(store))  # the runtime's real rate limits
         pipeline = Pipeline(
-            kw.pop("store", self.store),
+            store,
             Engine(self.flows.compiled),
             codec,
             records=kw.pop("records", self.records),

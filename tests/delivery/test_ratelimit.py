@@ -130,3 +130,34 @@ def test_buckets_are_per_credential() -> None:
 def test_chat_limits_exist_where_platforms_throttle_one_chat(channel: Channel) -> None:
     limits = LIMITS[channel]
     assert limits.chat is not None and limits.chat.per_second <= 1
+
+
+async def test_the_sender_honours_a_chat_limit_by_deferring(
+    tmp_path: Path,
+) -> None:
+    from bots.delivery import DeferReason, DeliveryPolicy
+    from bots.pipeline import Pipeline
+    from bots.runtime import load_flows
+    from flows import session as codec
+    from flows.engine import Engine
+    from tests.bots.conftest import ECHO_YAML, Recorder
+    from tests.delivery.conftest import eventually, queue_reply
+
+    (tmp_path / "flows.yaml").write_text(ECHO_YAML, encoding="utf-8")
+    store = MemoryStore()
+    adapter = Recorder()
+    pipeline = Pipeline(
+        store, Engine(load_flows(tmp_path / "flows.yaml").compiled), codec,
+        adapters={Channel.TELEGRAM: adapter}, limiter=LocalLimiter(),
+        delivery=DeliveryPolicy(max_wait=0.1),
+    )
+    key = ConversationKey("thu", Channel.TELEGRAM, "42")
+    await queue_reply(store, key, *[f"tin {n}" for n in range(5)])
+    assert await pipeline.deliver(key) == 3  # Telegram's burst in one chat, then ~1/s
+    sending = await store.outbox_claim(key, "", 0)
+    assert sending is not None and sending.deferral is not None
+    assert sending.deferral.reason == DeferReason.WAIT.value
+    assert sending.deferral.attempts == 0  # waiting for a token is not a failed try
+    await eventually(lambda: len(adapter.sent) == 5, timeout=5)
+    assert adapter.texts() == [f"tin {n}" for n in range(5)]
+    pipeline.cancel_timers()
