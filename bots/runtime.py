@@ -30,6 +30,8 @@ from bots.ops.service import Operations
 from bots.pipeline import Pipeline, PullChannel
 from bots.ratelimit import limiter_for
 from bots.records import Database, FileStore, Records, open_database
+from bots.reports.citizens import citizen_key
+from bots.reports.organisations import sync_organisations
 from bots.settings import Settings
 from bots.state import Store, open_store
 from bots.takeover import TakeoverEngine
@@ -224,6 +226,11 @@ class Runtime:
         self._executor: Executor | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._pending: tuple[float, int] = (0.0, 0)
+        self._citizen_key: bytes | None = None
+        self.first_admin_password: str | None = None  # printed once by `loa serve`
+        from bots.reload import Reloader  # here: bots.reload imports this module
+
+        self.reloader = Reloader(self)  # reload (console, SIGHUP) and follow other processes
 
     # -- what handlers use -----------------------------------------------------------------------
 
@@ -238,6 +245,27 @@ class Runtime:
         if self._pipeline is None:
             raise RuntimeError("runtime not started")
         return self._pipeline
+
+    @property
+    def db(self) -> Database:
+        """The records database (the console and the certificate pages read it)."""
+        if self._db is None:
+            raise RuntimeError("runtime not started")
+        return self._db
+
+    @property
+    def files(self) -> FileStore:
+        """The content-addressed evidence files."""
+        if self._files is None:
+            raise RuntimeError("runtime not started")
+        return self._files
+
+    @property
+    def database(self) -> Database:
+        """The records database (once started)."""
+        if self._db is None:
+            raise RuntimeError("runtime not started")
+        return self._db
 
     @property
     def version(self) -> str:
@@ -289,26 +317,42 @@ class Runtime:
     def load(self) -> Flows:
         """Load and check flows.yaml (raises `FlowsInvalid`); archive it; index its media."""
         flows = load_flows(self.settings.config)
-        versions = {fid: flow.version for fid, flow in flows.compiled.flows.items()}
-        self.archive.keep(flows.version, flows.files, flows.base_dir, flows.media, versions)
-        self.archive.remember(flows.version, flows.compiled)
-        self.media.add_bundle(flows.base_dir, list(flows.media))
         if self.serve_channels:
             try:
                 self.channel_config = read_config(flows.channels, self.settings, self.env)
             except ChannelConfigError as error:
                 where = self.settings.config
                 raise FlowsInvalid([f"{where}: {p}" for p in error.problems]) from None
+        self.switch_flows(flows)
+        return flows
+
+    def switch_flows(self, flows: Flows) -> None:
+        """Make a checked version live (at load, and on reload: bots/reload.py): archive it by
+        content hash, index its media, and hand it to the engine. A session on a flow whose
+        version changed finishes on its own version (the archive); new turns use this one.
+        Channels are built once, at start: a changed `channels:` needs a restart."""
+        versions = {fid: flow.version for fid, flow in flows.compiled.flows.items()}
+        self.archive.keep(flows.version, flows.files, flows.base_dir, flows.media, versions)
+        self.archive.remember(flows.version, flows.compiled)
+        self.media.add_bundle(flows.base_dir, list(flows.media))
         self.flows = flows
         self.webchat.districts = tuple(slug for slug, _ in flows.webchat)
-        return flows
+        engine = getattr(self._engine, "engine", self._engine)  # inside the TakeoverEngine
+        if engine is not None:
+            engine.bundle = flows.compiled
 
     async def start(self) -> None:
         flows = self.flows or self.load()
         self.ops.hold()  # before any database is opened: `loa restore` must wait for us
+        # The key of citizen-ID numbers (docs/bao-cao.md): the engine hashes them as answered.
+        self._citizen_key = citizen_key(self.settings.data_dir, self.env)
         # TakeoverEngine: a person answering from the Page inbox / OA chat pauses the bot.
-        self._engine = TakeoverEngine(Engine(flows.compiled, self.archive))
+        self._engine = TakeoverEngine(
+            Engine(flows.compiled, self.archive, citizen_key=self._citizen_key)
+        )
         await self._open_records()
+        # Reports and the console's dashboard read the organisation tree from the records.
+        await sync_organisations(self.db, flows.compiled)
         self._store = await open_store(
             redis_url=self.settings.redis_url,
             data_dir=self.settings.data_dir,
@@ -347,12 +391,15 @@ class Runtime:
         if self.sweep_every > 0:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         await self.ops.attach(self)  # metrics sources, event-loop lag, disk watch
+        await self.reloader.start()  # publish or follow the deployment's flow version
 
     async def _open_records(self) -> None:
         self._files = FileStore(self.settings.files_dir)
         # Creates or migrates the schema (Alembic) before anything is served.
         self._db = await open_database(self.settings.database_url)
-        records = Records(self._db.sessions, self._files, reads=self._db.reads)
+        records = Records(
+            self._db.sessions, self._files, reads=self._db.reads, citizen_key=self._citizen_key
+        )
         self._records = SqlRecords(records, lambda: self._current().compiled)
         # Evidence media: downloaded from the platform (or read back, for uploads already
         # stored), inspected in a process pool started on the first image (sha256, perceptual
@@ -388,6 +435,7 @@ class Runtime:
                 log.exception("periodic recovery failed; trying again in %.0f s", self.sweep_every)
 
     async def stop(self) -> None:
+        await self.reloader.stop()
         if self.channels is not None:
             await self.channels.stop_intake()  # no new inbound from long polls
         if self._sweeper is not None:

@@ -44,6 +44,15 @@ def main(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         print(f"Loa đang chạy tại {url} — mở trình duyệt để trò chuyện", flush=True)
+        password = runtime.first_admin_password
+        if password:
+            # Shown once: only its hash is stored, and the first login must change it.
+            print(
+                f"Tài khoản quản trị đầu tiên: admin / mật khẩu tạm {password} — đăng nhập tại "
+                f"{url}admin/ và đổi mật khẩu ngay",
+                flush=True,
+            )
+            runtime.first_admin_password = None
 
     from bots.server import serve
 

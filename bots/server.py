@@ -23,6 +23,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,14 @@ from adapters.webchat import WebchatInputError
 from bots.bundles import content_type
 from bots.images import MAX_BYTES, TOO_LARGE, ImageRejected
 from bots.pipeline import decode_outbound
+from bots.console import ConsoleDeps, console_tick, ensure_first_admin, mount_console
+from bots.console.handover import send_through_inbox
+from bots.console.tree import OrgTree, load_org_tree
 from bots.runtime import Runtime
 from bots.webhooks import add_routes as add_webhook_routes
 from bots.webhooks import site_verification_meta
+from flows.compiler import CompiledBundle
+from flows.vocab import Inbound
 
 log = logging.getLogger("loa.server")
 
@@ -45,6 +51,7 @@ LONG_POLL = 25.0  # seconds: below the idle timeouts of common proxies and phone
 RECHECK = 2.0  # seconds between store reads while long-polling (replies made by another process)
 MAX_JSON = 64 * 1024
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+CONSOLE_TICK = 60.0  # seconds between runs of the console's periodic work
 
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -281,11 +288,21 @@ def build_app(runtime: Runtime, *, manage: bool = True) -> web.Application:
     app.router.add_post("/chat/upload", chat_upload)
     app.router.add_get("/chat/messages", chat_messages)
     add_webhook_routes(app, runtime)
+    console = console_deps(runtime)
+    mount_console(app, console)  # /admin/… (bots/console)
     if manage:
 
         async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             await runtime.start()
+            # With no organiser account yet: `admin` with a one-time password `loa serve` prints.
+            assert runtime.flows is not None  # loaded by start()
+            runtime.first_admin_password = await ensure_first_admin(
+                runtime.db, runtime.flows.compiled
+            )
+            ticker = asyncio.get_running_loop().create_task(_console_ticks(console))
             yield
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
             await runtime.stop()
 
         app.cleanup_ctx.append(lifecycle)
@@ -295,6 +312,50 @@ def build_app(runtime: Runtime, *, manage: bool = True) -> web.Application:
 
     app.on_shutdown.append(wake_long_polls)
     return app
+
+
+def console_deps(runtime: Runtime) -> ConsoleDeps:
+    """What the organiser console needs from the runtime (functions: it is mounted before the
+    runtime starts, and the flows change on reload)."""
+
+    async def ingest(inbound: Inbound) -> bool:
+        return await runtime.pipeline.ingest(inbound)
+
+    def tree() -> OrgTree:
+        version = runtime.version
+        main = runtime.archive.main_file(version) if version else None
+        return load_org_tree(main or runtime.settings.config, version)
+
+    def bundle() -> CompiledBundle:
+        if runtime.flows is None:
+            raise RuntimeError("flows not loaded")
+        return runtime.flows.compiled
+
+    settings = runtime.settings
+    return ConsoleDeps(
+        db=lambda: runtime.db,
+        files=lambda: runtime.files,
+        flows=bundle,
+        tree=tree,
+        notify=ingest,
+        send=send_through_inbox(ingest, _utcnow),
+        secure_cookies=settings.base_url.startswith("https://"),
+        handover_timeout=timedelta(seconds=settings.handover_timeout),
+    )
+
+
+async def _console_ticks(console: ConsoleDeps, every: float = CONSOLE_TICK) -> None:
+    """The console's periodic work (undelivered decisions, stale hand-overs, housekeeping)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await console_tick(console)
+        except Exception:  # console_tick logs its own parts; this is a last resort
+            log.exception("console tick failed; next one in %.0f s", every)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def create_app(settings: Any) -> web.Application:
@@ -325,12 +386,15 @@ async def serve(
             signum = getattr(signal, name, None)
             if signum is not None:
                 loop.add_signal_handler(signum, stop.set)
+        hangup = getattr(signal, "SIGHUP", None)
+        if hangup is not None:  # reload flows.yaml (bots/reload.py); a bad file is refused
+            loop.add_signal_handler(hangup, runtime.reloader.reload_soon)
         if ready is not None:
             ready(f"http://{shown}:{bound}/")
         try:
             await stop.wait()
         finally:
-            for name in ("SIGINT", "SIGTERM"):
+            for name in ("SIGINT", "SIGTERM", "SIGHUP"):
                 signum = getattr(signal, name, None)
                 if signum is not None:
                     loop.remove_signal_handler(signum)

@@ -58,6 +58,9 @@ class Settings:
     # 2 % of the disk when that is less. 0 turns a level off.
     disk_warn_mb: int | None = None
     disk_min_mb: int | None = None
+    # Seconds a conversation an organiser took over stays with them without a console message
+    # before it is handed back to the bot (docs/bang-dieu-khien.md, "Hand-over").
+    handover_timeout: float = 7200.0
 
     @property
     def base_url(self) -> str:
@@ -178,6 +181,7 @@ def from_env(env: Mapping[str, str] | None = None, *, create_dirs: bool = True) 
         channel_health_every=_seconds(env, "LOA_CHANNEL_HEALTH_EVERY", 300.0),
         disk_warn_mb=_megabytes(env, "LOA_DISK_WARN_MB"),
         disk_min_mb=_megabytes(env, "LOA_DISK_MIN_MB"),
+        handover_timeout=_float(env, "LOA_HANDOVER_TIMEOUT", 7200.0),
     )
 
 

@@ -30,11 +30,12 @@ from typing import Any
 from flows.engine import Turn
 from flows.events import HandoverRequested
 from flows.session import Session
-from flows.vocab import Channel, Inbound, InboundKind
+from flows.vocab import Channel, Inbound, InboundKind, NoticeKind, Outbound
 
 log = logging.getLogger("loa.takeover")
 
 PAUSE = "pause"
+SAY = "say"  # an organiser's message from the console (bots.console.handover.say_inbound)
 SOURCE_ECHO = "echo"
 ZALO_GRACE = 3.0  # seconds: Zalo's echo may arrive before its send call returns (~2 s seen)
 
@@ -93,12 +94,19 @@ class TakeoverEngine:
     def handle(self, session: Any, inbound: Inbound, now: datetime) -> Any:
         if inbound.kind is InboundKind.SYSTEM and inbound.payload == PAUSE:
             return pause_turn(session, inbound)
+        if inbound.kind is InboundKind.SYSTEM and inbound.payload == SAY:
+            # Entered through the inbox so it reaches the person in order with the bot's
+            # replies, through the same sender (and messaging window) as everything else.
+            text = dict(inbound.data).get("text", "").strip()
+            out = (Outbound(text, notice=NoticeKind.SYSTEM),) if text else ()
+            return Turn(session, out, ())
         return self.engine.handle(session, inbound, now)
 
 
 __all__ = [
     "PAUSE",
     "REASONS",
+    "SAY",
     "SOURCE_ECHO",
     "ZALO_GRACE",
     "TakeoverEngine",
