@@ -503,9 +503,84 @@ class ParticipantWeek(Base):
     last_at: Mapped[datetime]
 
 
+# -- certificates (bots/certificates) -------------------------------------------------------------
+
+
+class CertificateStatus(enum.Enum):
+    REQUESTED = "requested"  # the person confirmed the name; waiting to be drawn
+    ISSUED = "issued"  # drawn, stored, numbered: the verify page shows it as valid
+    FAILED = "failed"  # cannot be drawn as asked (a character the font lacks): organisers fix
+    REVOKED = "revoked"  # withdrawn, or the person's data was deleted (files removed)
+
+
+class Certificate(Base):
+    """A certificate of one approved submission (one per submission: a replayed request never
+    issues twice). `name` and `unit` are exactly what is printed; the files are kept
+    content-addressed in the certificate file store and served under /media/<sha256>.<ext>
+    (unguessable); the serial is what the public verify page looks up."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (
+        UniqueConstraint("campaign", "sequence"),
+        Index("ix_certificates_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    serial: Mapped[str | None] = mapped_column(String(40), unique=True)
+    sequence: Mapped[int | None] = mapped_column(Integer)  # number within the campaign
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), unique=True)
+    # The conversation the person confirmed the name in: delivered there.
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("channel_identities.id"))
+    district: Mapped[str] = mapped_column(String(100), index=True)
+    campaign: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(255))  # as printed (confirmed by the person)
+    unit: Mapped[str | None] = mapped_column(String(255))  # the unit's name as printed
+    status: Mapped[CertificateStatus] = mapped_column(
+        _enum(CertificateStatus), default=CertificateStatus.REQUESTED
+    )
+    requested_at: Mapped[datetime]
+    issued_on: Mapped[date | None] = mapped_column(Date)  # the printed date (Vietnam time)
+    issued_at: Mapped[datetime | None]
+    png_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    badge_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # drawing attempts that failed
+    last_error: Mapped[str | None] = mapped_column(Text)  # for organisers (Vietnamese)
+    delivered_via: Mapped[str | None] = mapped_column(String(16))  # "chat", "email"
+    delivered_at: Mapped[datetime | None]
+    chat_sent_at: Mapped[datetime | None]  # entered into the person's conversation
+    emailed_at: Mapped[datetime | None]
+    email_message_id: Mapped[str | None] = mapped_column(String(255))
+    email_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    email_error: Mapped[str | None] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class CertificateCode(Base):
+    """A one-time code for finding one's certificates on /chung-nhan: sent to the person's
+    chat or e-mail; only its hash is stored; it expires and allows a few attempts."""
+
+    __tablename__ = "certificate_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), index=True)  # E.164
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[datetime | None]
+    ip: Mapped[str] = mapped_column(String(64), index=True)
+    sent_via: Mapped[str | None] = mapped_column(String(16))  # "chat", "email", None: unknown
+
+
 __all__ = [
     "AuditEntry",
     "Base",
+    "Certificate",
+    "CertificateCode",
+    "CertificateStatus",
     "ChannelIdentity",
     "EvidenceItem",
     "EvidenceKind",
