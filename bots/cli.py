@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "purge": ("bots.ops.cli", "main", "xóa minh chứng, thông tin cá nhân khi hết hạn lưu trữ"),
     "qr": ("bots.qr", "main", "tạo mã QR của đường dẫn mở một kịch bản trên một kênh"),
     "webhook": ("bots.webhook_cli", "main", "đặt, xem hoặc gỡ webhook của một kênh"),
+    "reload": ("bots.reload_cli", "main", "kiểm tra flows.yaml rồi áp dụng cho máy chủ đang chạy"),
+    "units": ("bots.units_import", "main", "nhập danh sách đơn vị từ tệp CSV hoặc Excel"),
 }
 
 
@@ -46,7 +48,7 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         _organiser_arguments(parser)
     elif name in ("backup", "restore", "purge"):
         import_module("bots.ops.cli").add_arguments(name, parser)
-    elif name in ("qr", "webhook"):
+    elif name in ("qr", "webhook", "reload", "units"):
         import_module(COMMANDS[name][0]).add_arguments(parser)
 
 

@@ -26,6 +26,7 @@ own; otherwise it follows the published one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import select
 
 from bots.records.models import AuditEntry, ChannelCursor
 from bots.runtime import Flows, FlowsInvalid, load_flows
@@ -370,12 +370,12 @@ class Reloader:
         if self._misses.get(version) == stamp:
             return None  # the file has not changed since it did not match
         try:
-            flows = load_flows(self.config)
+            mine = load_flows(self.config)
         except FlowsInvalid:
-            flows = None
-        if flows is not None and flows.version == version:
+            mine = None
+        if mine is not None and mine.version == version:
             self._misses.pop(version, None)
-            return flows
+            return mine
         self._misses[version] = stamp
         return None
 
@@ -408,10 +408,8 @@ class Reloader:
                     log.warning("flow reload channel on Redis: %s; resubscribing", error)
                     await asyncio.sleep(2.0)
                 finally:
-                    try:
-                        await pubsub.aclose()
-                    except Exception:
-                        pass
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
         finally:
             await client.aclose()
 
