@@ -9,6 +9,7 @@ error in `Turn.error` for the caller to log. Decisions are written down in docs/
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -27,6 +28,7 @@ from flows.compiler import (
     parse_payload,
 )
 from flows.events import (
+    CertificateRequested,
     ConsentRecorded,
     DataDeletionRequested,
     EntryReported,
@@ -85,6 +87,19 @@ _DELETE_YES = fold(msg.DELETE_YES_TITLE)
 SYSTEM_RESUME = "resume"
 SYSTEM_APPROVE = "approve"
 SYSTEM_REJECT = "reject"
+SYSTEM_CERTIFICATE = "certificate"  # a drawn certificate to hand over (bots/certificates)
+
+CERT_YES_PAYLOAD = "cmd:cert-yes"
+CERT_EDIT_PAYLOAD = "cmd:cert-edit"
+CERT_BUTTONS = (
+    Choice(msg.CERT_YES_TITLE, CERT_YES_PAYLOAD),
+    Choice(msg.CERT_EDIT_TITLE, CERT_EDIT_PAYLOAD),
+)
+_CERT_YES = frozenset(fold(w) for w in msg.CERT_YES_WORDS)
+_CERT_EDIT = frozenset(fold(w) for w in msg.CERT_EDIT_WORDS)
+# Profile fields that hold the person's full name (as the records writer copies them).
+NAME_FIELDS = ("ho_ten", "ho_va_ten", "name", "full_name")
+NAME_MIN, NAME_MAX = 4, 60
 
 REPORTED = "Mình đã ghi nhận."  # action: report without its own `say`
 
@@ -185,9 +200,13 @@ class _Run:
             return Turn(s, (), ())
         if kind is InboundKind.START:
             self.start(s)
+            if s.certs:
+                self.ask_certificate(s)
             return self.result(s)
         if s.mode is Mode.DELETE:
             return self.confirm_delete(s)
+        if s.certs:  # an approval waits for the name to print: asked before anything else
+            return self.certificate_reply(s)
 
         command: Command | None = None
         if kind is InboundKind.TEXT:
@@ -794,6 +813,9 @@ class _Run:
 
     def reprompt(self, s: Session) -> None:
         """Ask the current question again (after help, status, a kept deletion)."""
+        if s.certs:
+            self.ask_certificate(s)
+            return
         if s.flow is None:
             return
         flow = self.engine.flow_of(s.flow, s.version)
@@ -813,9 +835,13 @@ class _Run:
                 msg.STATUS_REGISTERED if registration.id in s.done else msg.STATUS_NOT_REGISTERED
             )
             lines.append(template.format(title=registration.title))
+        pending = {c["c"] for c in s.certs}
         for campaign_id, wave in s.subs.items():
             campaign = bundle.campaigns.get(campaign_id)
             title = campaign.title if campaign is not None else campaign_id
+            if campaign_id in pending:
+                lines.append(msg.STATUS_CERT_PENDING.format(title=title))
+                continue
             lines.append(
                 msg.STATUS_SUBMITTED.format(title=title, wave=f" ({wave})" if wave else "")
             )
@@ -877,18 +903,17 @@ class _Run:
         name = inbound.payload or ""
         data = dict(inbound.data)
         if name == SYSTEM_APPROVE:
-            campaign = self.bundle.campaigns.get(data.get("campaign", ""))
-            text = data.get("text") or (
-                msg.APPROVED_CAMPAIGN.format(title=campaign.title) if campaign else msg.APPROVED
-            )
-            out = (Outbound(text, notice=NoticeKind.SYSTEM),)
-            return Turn(s, out, ())
+            return self.approved(s, data)
+        if name == SYSTEM_CERTIFICATE:
+            return self.certificate_ready(s, data)
         if name == SYSTEM_RESUME:
             if s is None:
                 return Turn(None, (), ())
             s.paused = False
             self.say(s, msg.RESUMED, notice=NoticeKind.SYSTEM)
-            if s.flow is not None:
+            if s.certs:
+                self.ask_certificate(s)
+            elif s.flow is not None:
                 flow = self.engine.flow_of(s.flow, s.version)
                 step = flow.by_id.get(s.state or "") if flow is not None else None
                 if flow is not None and step is not None and step.action is ActionKind.HANDOVER:
@@ -921,6 +946,125 @@ class _Run:
             self.start_flow(s, flow.id, at=step.id, requires=False)
             return self.result(s)
         return Turn(s, (), (), ValueError(f"unknown system event {name!r}"))
+
+    # -- certificates -------------------------------------------------------------------------
+
+    def approved(self, s: Session | None, data: dict[str, str]) -> Turn:
+        """SYSTEM "approve": congratulate, then ask the person to confirm the name exactly as
+        it will be printed (the certificate is drawn once they have: CertificateRequested)."""
+        s = s if s is not None else Session()
+        campaign_id = data.get("campaign", "")
+        campaign = self.bundle.campaigns.get(campaign_id)
+        text = data.get("text") or (
+            msg.APPROVED_CAMPAIGN.format(title=campaign.title) if campaign else msg.APPROVED
+        )
+        self.say(s, text, notice=NoticeKind.SYSTEM)
+        if campaign_id and not any(c.get("c") == campaign_id for c in s.certs):
+            name = printed_name(self.profile_name(s))
+            s.certs.append(
+                {"c": campaign_id, "n": name or "", "i": data.get("submission", ""),
+                 "s": "c" if name else "n"}
+            )
+            # A person talking to an organiser is asked when the bot takes over again.
+            if len(s.certs) == 1 and not s.paused:
+                self.ask_certificate(s)
+        return self.result(s)
+
+    def profile_name(self, s: Session) -> str:
+        for name in NAME_FIELDS:
+            value = s.profile.get(name)
+            if isinstance(value, str) and value.strip():
+                return value
+        return ""
+
+    def ask_certificate(self, s: Session, prefix: str | None = None) -> None:
+        """The name question of the oldest approval still waiting for it."""
+        pending = s.certs[0]
+        if pending.get("s") == "n" or not pending.get("n"):
+            pending["s"] = "n"
+            self.say(s, f"{prefix}\n{msg.CERT_NAME_ASK}" if prefix else msg.CERT_NAME_ASK)
+            return
+        text = msg.CERT_NAME_CONFIRM.format(name=pending["n"])
+        self.say(s, f"{prefix}\n{text}" if prefix else text, CERT_BUTTONS)
+
+    def certificate_reply(self, s: Session) -> Turn:
+        """An answer while a certificate's name waits for confirmation: "Đúng" requests the
+        certificate; "Sửa tên" asks for the name, which is confirmed again. Help, status and
+        deletion still work; other commands wait until the name is confirmed."""
+        pending = s.certs[0]
+        inbound = self.inbound
+        kind = inbound.kind
+        payload = inbound.payload if kind is InboundKind.CHOICE else None
+        text = inbound.text if kind in (InboundKind.TEXT, InboundKind.CHOICE) else ""
+        folded = fold(text) if text and len(text) <= 200 else ""
+        asking_name = pending.get("s") == "n" or not pending.get("n")
+        yes = payload == CERT_YES_PAYLOAD or (
+            payload is None
+            and not asking_name
+            and (folded in _CERT_YES or match_yes_no(text) is True)
+        )
+        if yes and pending.get("n"):
+            self.confirm_certificate(s)
+            return self.result(s)
+        if payload == CERT_EDIT_PAYLOAD or (
+            payload is None
+            and (folded in _CERT_EDIT or (not asking_name and match_yes_no(text) is False))
+        ):
+            pending["s"] = "n"
+            self.ask_certificate(s)
+            return self.result(s)
+        command: Command | None = None
+        if kind is InboundKind.TEXT:
+            command = match_command(text)
+        elif payload:
+            command = _payload_command(payload)
+        if command in (Command.HELP, Command.STATUS, Command.DELETE):
+            self.command(s, command)  # help and status ask the name question again
+            return self.result(s)
+        if command is Command.EDIT:
+            pending["s"] = "n"
+            self.ask_certificate(s)
+            return self.result(s)
+        if command is not None:
+            self.ask_certificate(s, msg.CERT_FIRST)
+            return self.result(s)
+        if asking_name and kind is InboundKind.TEXT:
+            name = printed_name(text)
+            if name is None:
+                self.say(s, msg.CERT_NAME_BAD, notice=NoticeKind.RETRY)
+                return self.result(s)
+            pending["n"], pending["s"] = name, "c"
+            self.ask_certificate(s)
+            return self.result(s)
+        self.ask_certificate(s, None if asking_name else msg.CERT_CONFIRM_RETRY)
+        return self.result(s)
+
+    def confirm_certificate(self, s: Session) -> None:
+        done = s.certs.pop(0)
+        s.events.append(CertificateRequested(done["c"], done["n"], done.get("i") or None))
+        self.say(s, msg.CERT_CONFIRMED.format(name=done["n"]))
+        self.reprompt(s)  # the next approval's name, or the question of the flow they are in
+
+    def certificate_ready(self, s: Session | None, data: dict[str, str]) -> Turn:
+        """SYSTEM "certificate": the drawn certificate (image, PDF link, badge) to hand over;
+        `data` carries its URLs (bots/certificates/issue.py)."""
+        campaign_id = data.get("campaign", "")
+        campaign = self.bundle.campaigns.get(campaign_id)
+        text = msg.CERT_READY.format(
+            title=campaign.title if campaign is not None else campaign_id,
+            serial=data.get("serial", ""),
+            pdf=data.get("pdf_url", "") or data.get("file", ""),
+            verify=data.get("verify", ""),
+        )
+        out = [
+            Outbound(text, image=data.get("image") or None, file=data.get("file") or None,
+                     notice=NoticeKind.SYSTEM)
+        ]
+        if data.get("badge"):
+            out.append(Outbound(msg.CERT_BADGE, image=data["badge"], notice=NoticeKind.SYSTEM))
+        if s is not None and any(c.get("c") == campaign_id for c in s.certs):
+            s.certs = [c for c in s.certs if c.get("c") != campaign_id]  # moot now
+        return Turn(s, tuple(out), ())
 
     # -- output -------------------------------------------------------------------------------
 
@@ -1013,6 +1157,21 @@ def _abandon(s: Session, *, keep_stack: bool = False) -> None:
         s.stack = []
 
 
+def printed_name(text: str) -> str | None:
+    """A name as a certificate prints it: NFC, single spaces, in capitals ("Nguyễn Văn An" →
+    "NGUYỄN VĂN AN"); None unless it is 4–60 characters of letters, spaces and ' - . only."""
+    name = " ".join(unicodedata.normalize("NFC", text).split())
+    if not NAME_MIN <= len(name) <= NAME_MAX:
+        return None
+    if not all(
+        ch.isalpha() or ch in " '-." or unicodedata.category(ch).startswith("M") for ch in name
+    ):
+        return None
+    if sum(ch.isalpha() for ch in name) < 2:
+        return None
+    return unicodedata.normalize("NFC", name.upper())
+
+
 def _payload_command(payload: str) -> Command | None:
     if not payload.startswith(CMD_PREFIX):
         return None
@@ -1073,4 +1232,4 @@ def _unhold_evidence(held: dict[str, Any]) -> tuple[str | None, Attachment | Non
     return str(held.get("t", "")), None
 
 
-__all__ = ["MAX_HOPS", "Engine", "FlowLoopError", "Turn", "archive_of"]
+__all__ = ["MAX_HOPS", "Engine", "FlowLoopError", "Turn", "archive_of", "printed_name"]

@@ -94,6 +94,17 @@ class FlowFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateRequested:
+    """The person confirmed the name to print on the certificate of an approved submission
+    (SYSTEM "approve" → name confirmation): the application draws and sends it, once per
+    submission whatever replays."""
+
+    campaign: str
+    name: str  # exactly as it will be printed
+    submission: str | None = None  # the approved submission's id, as the approve event gave it
+
+
+@dataclass(frozen=True, slots=True)
 class DataDeletionRequested:
     """The person confirmed "xóa dữ liệu của tôi": delete their personal data."""
 
@@ -109,6 +120,7 @@ RecordEvent = (
     | OrganisersNotified
     | HandoverRequested
     | FlowFinished
+    | CertificateRequested
     | DataDeletionRequested
 )
 

@@ -94,6 +94,34 @@ REJECTED = "Minh chứng “{item}” của bạn chưa được duyệt: {reaso
 REJECTED_NO_REASON = "Minh chứng “{item}” của bạn chưa được duyệt. Bạn gửi lại giúp mình nhé."
 REJECTED_UNKNOWN = "Ban Tổ chức đề nghị bạn bổ sung minh chứng: {reason}. Gõ “menu” để gửi lại nhé."
 
+# -- certificates (after an approval) -------------------------------------------------------------
+CERT_NAME_CONFIRM = "Tên in trên giấy chứng nhận: {name} — đúng chưa?"
+CERT_YES_TITLE = "Đúng"
+CERT_EDIT_TITLE = "Sửa tên"
+CERT_YES_WORDS = ("đúng", "đúng rồi", "chuẩn", "chính xác", "đúng ạ", "đúng rồi ạ")
+CERT_EDIT_WORDS = ("sửa tên", "sửa", "đổi tên", "sai", "sai tên", "chưa đúng", "sửa lại")
+CERT_NAME_ASK = (
+    "Bạn gõ họ và tên đầy đủ, có dấu, đúng như muốn in trên giấy chứng nhận nhé "
+    "(ví dụ: Nguyễn Văn An)."
+)
+CERT_NAME_BAD = (
+    "Họ tên chỉ gồm chữ cái và khoảng trắng, từ 4 đến 60 ký tự. Bạn gõ lại giúp mình nhé "
+    "(ví dụ: Nguyễn Văn An)."
+)
+CERT_CONFIRM_RETRY = "Bạn chọn “Đúng” nếu tên đã đúng, hoặc “Sửa tên” để gõ lại nhé."
+CERT_FIRST = "Bạn xác nhận tên in trên giấy chứng nhận trước nhé, chỉ cần một chạm thôi."
+CERT_CONFIRMED = (
+    "Cảm ơn bạn! Mình đang in giấy chứng nhận mang tên {name}, bạn chờ ít phút nhé."
+)
+CERT_READY = (
+    "Giấy chứng nhận “{title}” của bạn đây!\n"
+    "Số hiệu: {serial}\n"
+    "Tải bản PDF để in: {pdf}\n"
+    "Ai cũng kiểm tra được giấy chứng nhận này tại: {verify}"
+)
+CERT_BADGE = "Còn đây là huy hiệu số của bạn. Bạn tải về và chia sẻ nhé!"
+STATUS_CERT_PENDING = "• {title}: đã được duyệt, chờ bạn xác nhận tên in trên giấy chứng nhận"
+
 # -- errors ---------------------------------------------------------------------------------------
 ERROR = (
     "Xin lỗi, hệ thống vừa gặp trục trặc nên chưa xử lý được tin nhắn này. Thông tin bạn đã gửi "

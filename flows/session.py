@@ -34,6 +34,7 @@ class SessionFormatError(ValueError):
 
 class Session:
     __slots__ = (
+        "certs",
         "consent",
         "data",
         "done",
@@ -67,6 +68,7 @@ class Session:
         paused: bool = False,
         mode: Mode = Mode.NORMAL,
         stack: list[str] | None = None,
+        certs: list[dict[str, str]] | None = None,
     ) -> None:
         self.state = state  # current step id (a machine state), None when idle
         self.flow = flow  # current flow id, None when idle
@@ -84,6 +86,10 @@ class Session:
         self.paused = paused  # handed over to a human: the bot stays silent
         self.mode = mode
         self.stack: list[str] = stack if stack is not None else []  # flows to run next
+        # Approved campaigns waiting for the person to confirm the name on the certificate,
+        # oldest first: {"c": campaign, "n": name as printed, "i": submission id, "s": "c"
+        # (asked to confirm) | "n" (asked to type the name)}. Kept whatever flow runs.
+        self.certs: list[dict[str, str]] = certs if certs is not None else []
         # Transient: what this turn produced. Never stored.
         self.outbox: list[Outbound] = []
         self.events: list[RecordEvent] = []
@@ -104,6 +110,7 @@ class Session:
             paused=self.paused,
             mode=self.mode,
             stack=list(self.stack),
+            certs=[dict(c) for c in self.certs],
         )
 
     def is_blank(self) -> bool:
@@ -120,6 +127,7 @@ class Session:
             and not self.paused
             and self.mode is Mode.NORMAL
             and not self.stack
+            and not self.certs
         )
 
     def value(self, name: str) -> Any:
@@ -166,6 +174,8 @@ def _pack(s: Session) -> dict[str, Any]:
         out["m"] = s.mode.value
     if s.stack:
         out["k"] = s.stack
+    if s.certs:
+        out["q"] = s.certs
     return out
 
 
@@ -206,6 +216,7 @@ def loads(raw: bytes | str) -> Session:
             paused=bool(d.get("z", 0)),
             mode=mode,
             stack=_list(d.get("k")),
+            certs=_certs(d.get("q")),
         )
     except (TypeError, ValueError, KeyError) as err:
         raise SessionFormatError(f"bad session field: {err!r}") from None
@@ -224,6 +235,16 @@ def _list(value: Any) -> list[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         raise TypeError("expected a list of strings")
+    return value
+
+
+def _certs(value: Any) -> list[dict[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(c, dict) and all(isinstance(v, str) for v in c.values()) for c in value
+    ):
+        raise TypeError("expected a list of objects of strings")
     return value
 
 
