@@ -219,13 +219,14 @@ class Reloader:
         if not self.runtime.recover:
             return  # `loa chat`: a private conversation, it neither publishes nor follows
         self.switched_at = datetime.now(UTC)
+        started_on = self.runtime.version
         try:
             await self._reconcile()
         except Exception:
             log.exception("could not read the published flow version; following it later")
         flows = self.runtime.flows
-        if flows is not None:
-            await sync_tree(self.runtime.database, flows)
+        if flows is not None and flows.version != started_on:
+            await sync_tree(self.runtime.db, flows)  # the runtime synced the file it loaded
         loop = asyncio.get_running_loop()
         if self.runtime.settings.redis_url:
             self._tasks.append(loop.create_task(self._listen()))
@@ -245,7 +246,7 @@ class Reloader:
         own = runtime.flows
         if own is None:
             return
-        db = runtime.database
+        db = runtime.db
         current = await read_current(db)
         if current is None or (
             current.version != own.version and newest_change(own) > current.at.timestamp()
@@ -287,7 +288,7 @@ class Reloader:
             if current is not None and dict(current.channels) != dict(flows.channels):
                 notes.append(CHANNELS_CHANGED)
             self._switch(flows, actor)
-            db = runtime.database
+            db = runtime.db
             try:
                 await write_current(db, flows.version, by=actor, now=datetime.now(UTC),
                                     previous=previous)
@@ -325,7 +326,7 @@ class Reloader:
 
     async def check_now(self) -> bool:
         """Look at the published version and follow it; True if this process switched."""
-        current = await read_current(self.runtime.database)
+        current = await read_current(self.runtime.db)
         if current is None or current.version == self.runtime.version:
             if current is not None:
                 self.behind = None

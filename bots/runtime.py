@@ -261,13 +261,6 @@ class Runtime:
         return self._files
 
     @property
-    def database(self) -> Database:
-        """The records database (once started)."""
-        if self._db is None:
-            raise RuntimeError("runtime not started")
-        return self._db
-
-    @property
     def version(self) -> str:
         return self.flows.version if self.flows is not None else ""
 

@@ -134,10 +134,10 @@ async def test_reload_on_one_process_switches_the_other_through_redis(
     assert on_b.texts("u2")[-1] == "Câu hai (bản mới)?"
 
     # The records say which version is current, who made it so, and the tree follows it.
-    current = await read_current(a.database)
+    current = await read_current(a.db)
     assert current is not None and current.version == result.version
     assert current.by == "organiser:1"
-    async with a.database.reads() as session:
+    async with a.db.reads() as session:
         slugs = set((await session.scalars(select(Organisation.slug))).all())
         rows = (await session.scalars(
             select(AuditEntry).where(AuditEntry.action == AUDIT_ACTION)
@@ -156,7 +156,7 @@ async def test_reload_on_one_process_switches_the_other_through_redis(
                for line in refused.problems), refused.problems
     await asyncio.sleep(0.3)
     assert b.version == result.version
-    current = await read_current(b.database)
+    current = await read_current(b.db)
     assert current is not None and current.version == result.version
     await b.pipeline.process(inbound("u3", kind=InboundKind.START))
     assert on_b.texts("u3")[-1] == "Câu một?"
@@ -234,5 +234,5 @@ async def test_a_restart_follows_the_published_version_unless_its_file_changed_s
     write(config, "Câu hai (bản 3)?")
     c, _ = await pair.start(settings, poll=0)
     assert c.version not in (first, second)
-    current = await read_current(c.database)
+    current = await read_current(c.db)
     assert current is not None and current.version == c.version and current.by == "start"
