@@ -23,6 +23,8 @@ from adapters.base import Adapter, AdapterError
 from adapters.webchat import WebchatAdapter
 from bots import delivery
 from bots.bundles import MEDIA_PREFIX, BundleArchive, MediaLibrary, media_references
+from bots.certificates.issue import CertificateService, certificate_files, media_path
+from bots.certificates.mail import MailConfigError, SmtpSettings
 from bots.channels import ChannelConfigError, Channels, ChannelsConfig, read_config
 from bots.images import CheckedImage, check_image
 from bots.media import MediaCapture
@@ -32,13 +34,15 @@ from bots.ratelimit import limiter_for
 from bots.records import Database, FileStore, Records, open_database
 from bots.reports.citizens import citizen_key
 from bots.reports.organisations import sync_organisations
+from bots.reports.citizens import citizen_key
+from bots.reports.organisations import sync_organisations
 from bots.settings import Settings
 from bots.state import Store, open_store
 from bots.takeover import TakeoverEngine
 from flows import session as session_codec
 from flows.compiler import CompiledBundle
 from flows.engine import Engine
-from flows.events import RecordEvent
+from flows.events import CertificateRequested, RecordEvent
 from flows.schema import Bundle
 from flows.session import Session
 from flows.vocab import Channel, ConversationKey, Outbound
@@ -143,11 +147,18 @@ class SqlRecords:
     def __init__(self, records: Records, flows: Callable[[], CompiledBundle]) -> None:
         self.records = records
         self.flows = flows  # the current compiled bundle (it may be reloaded)
+        # Called after a CertificateRequested is stored: the certificate service issues it in
+        # the background, never under the conversation's lock (bots/certificates/issue.py).
+        self.after_certificates: Callable[[], None] | None = None
 
     async def apply(
         self, key: ConversationKey, inbound_id: str, events: Sequence[RecordEvent], now: datetime
     ) -> None:
         await self.records.apply(key, inbound_id, events, now)
+        if self.after_certificates is not None and any(
+            isinstance(event, CertificateRequested) for event in events
+        ):
+            self.after_certificates()
 
     async def touch(self, key: ConversationKey, at: datetime, ref: str | None) -> None:
         await self.records.touch_identity(key, at, ref=ref)
@@ -227,6 +238,10 @@ class Runtime:
         self._sweeper: asyncio.Task[None] | None = None
         self._pending: tuple[float, int] = (0.0, 0)
         self._citizen_key: bytes | None = None
+        self.certificate_files = certificate_files(settings.data_dir)
+        self.certificates: CertificateService | None = None
+        self.first_admin_password: str | None = None  # printed once by `loa serve`
+        self._citizen_key: bytes | None = None
         self.first_admin_password: str | None = None  # printed once by `loa serve`
         from bots.reload import Reloader  # here: bots.reload imports this module
 
@@ -245,6 +260,20 @@ class Runtime:
         if self._pipeline is None:
             raise RuntimeError("runtime not started")
         return self._pipeline
+
+    @property
+    def db(self) -> Database:
+        """The records database (the console and the certificate pages read it)."""
+        if self._db is None:
+            raise RuntimeError("runtime not started")
+        return self._db
+
+    @property
+    def files(self) -> FileStore:
+        """The content-addressed evidence files."""
+        if self._files is None:
+            raise RuntimeError("runtime not started")
+        return self._files
 
     @property
     def db(self) -> Database:
@@ -375,6 +404,7 @@ class Runtime:
             metrics=self.ops.metrics,
             limiter=limiter_for(self._store),  # per-credential rate limits (bots/ratelimit.py)
         )
+        self.certificates = self._certificate_service(self._pipeline)
         if self.channels is not None:
             await self.channels.start(self._pipeline.ingest)
         if self.recover:
@@ -411,8 +441,33 @@ class Runtime:
     def _media_file(self, reference: str) -> Path | None:
         """The file behind an outbound `/media/<name>` (Telegram uploads it)."""
         if reference.startswith(MEDIA_PREFIX):
-            return self.media.path(reference[len(MEDIA_PREFIX) :])
+            return self.media_file(reference[len(MEDIA_PREFIX) :])
         return None
+
+    def media_file(self, name: str) -> Path | None:
+        """What `/media/<name>` serves: the flows' sample images, and issued certificates
+        (their names are content hashes no one can guess; evidence is never served there)."""
+        return self.media.path(name) or media_path(self.certificate_files, name)
+
+    def _certificate_service(self, pipeline: Pipeline) -> CertificateService:
+        try:
+            smtp = SmtpSettings.from_env(self.env)
+        except MailConfigError as error:
+            log.error("certificates will not be e-mailed: %s", error)
+            smtp = None
+        service = CertificateService(
+            self.db,
+            self.certificate_files,
+            lambda: self._current().compiled,
+            pipeline.ingest,
+            base_url=self.settings.base_url,
+            smtp=smtp,
+        )
+        if self._records is not None:
+            self._records.after_certificates = service.kick
+        if self.recover:
+            service.start()  # the sweep: requests left by a crash, e-mail retries
+        return service
 
     def _current(self) -> Flows:
         if self.flows is None:
@@ -435,6 +490,9 @@ class Runtime:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
+        if self.certificates is not None:
+            await self.certificates.close()  # a drawing in progress finishes (or resumes later)
+            self.certificates = None
         if self._pipeline is not None:
             self._pipeline.cancel_timers()  # deferred replies stay stored; `recover` finds them
             try:

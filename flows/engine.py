@@ -961,6 +961,13 @@ class _Run:
         self.say(s, text, notice=NoticeKind.SYSTEM)
         if campaign_id and not any(c.get("c") == campaign_id for c in s.certs):
             name = printed_name(self.profile_name(s))
+            if name and data.get("confirm") == "0":
+                # Outside the platform's messaging window the question could not reach them
+                # (the application says so): the registered name is printed as it is.
+                s.events.append(
+                    CertificateRequested(campaign_id, name, data.get("submission") or None)
+                )
+                return self.result(s)
             s.certs.append(
                 {"c": campaign_id, "n": name or "", "i": data.get("submission", ""),
                  "s": "c" if name else "n"}

@@ -39,6 +39,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy import func, select
 
 from bots.console import audit, auth, fmt
+from bots.console import certificates as certs
 from bots.console import duplicates as dups
 from bots.console import handover as hand
 from bots.console import review as rv
@@ -602,6 +603,7 @@ async def _submission_page(
         next_id = None
         if view.pending == 0:
             next_id = await _next_in_queue(session, visitor, submission_id, now)
+        certificate = await certs.certificate_of(session, submission_id)
     async with deps.database().sessions() as session, session.begin():
         audit.record(session, visitor.organiser, audit.SUBMISSION_VIEWED, now,
                      participant_id=view.participant.id, ip=client_ip(request),
@@ -625,6 +627,7 @@ async def _submission_page(
         ago=lambda m: fmt.ago(m, now),
         local=fmt.local,
         paused=any(i.paused for i in view.identities),
+        certificate=certificate,
     )
 
 
@@ -1150,6 +1153,7 @@ def create_console_app(deps: ConsoleDeps) -> web.Application:
     r.add_get("/password", password_page, name="password")
     r.add_post("/password", password_post, name="password_post")
     r.add_get("/static/{name}", static, name="static")
+    certs.add_routes(r)  # /certificates/{id}/{kind}
     return app
 
 

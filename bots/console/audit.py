@@ -54,6 +54,10 @@ LABELS = {
     "handover_requested": "Yêu cầu gặp cán bộ",
     "personal_data_deleted": "Xóa dữ liệu cá nhân theo yêu cầu",
     "flow_finished": "Hoàn thành kịch bản",
+    "certificate_requested": "Xác nhận tên in trên giấy chứng nhận",
+    "certificate_issued": "Cấp giấy chứng nhận",
+    "certificate_emailed": "Gửi giấy chứng nhận qua e-mail",
+    "certificate_viewed": "Tải giấy chứng nhận",
 }
 
 

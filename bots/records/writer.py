@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bots.certificates.records import erase_certificates, request_certificate
 from bots.records.files import FileStore, relative_path
 from bots.records.models import (
     AuditEntry,
@@ -59,6 +60,7 @@ from bots.records.models import (
 from bots.state import conversation_id
 from flows.events import (
     CITIZEN_ID_HASH,
+    CertificateRequested,
     ConsentRecorded,
     DataDeletionRequested,
     EntryReported,
@@ -361,6 +363,7 @@ async def _erase(session: AsyncSession, participant: Participant, now: datetime)
         .where(OrganiserNotification.participant_id == participant.id)
         .values(text=DELETED_TEXT)
     )
+    await erase_certificates(session, participant.id, now)  # revoked; files go in a sweep
     _audit(session, now, "personal_data_deleted", participant, {"files": len(hashes)})
     return {sha for sha in hashes if sha}
 
@@ -415,6 +418,9 @@ async def _apply_one(
             _audit(session, now, "handover_requested", participant)
         case FlowFinished(flow=flow):
             _audit(session, now, "flow_finished", participant, {"flow": flow})
+        case CertificateRequested():
+            # A row only: drawn and sent after the commit (bots/certificates/issue.py).
+            await request_certificate(session, identity, participant, event, now)
         case DataDeletionRequested():
             return await _erase(session, participant, now)
     return set()

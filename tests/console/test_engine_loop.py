@@ -130,5 +130,7 @@ async def test_reject_resend_approve_through_the_engine(
     assert "Bài đã được duyệt" in await response.text()
     told = [m.text for k, m in telegram.sent[before:] if k.user_id == USER]
     assert told == ["Chúc mừng bạn! Bài dự thi “Thử thách \"Công dân số\"” của bạn đã được "
-                    "Ban Tổ chức duyệt."]
+                    "Ban Tổ chức duyệt.",
+                    # then the name for the certificate (tests/certificates_e2e go on from here)
+                    "Tên in trên giấy chứng nhận: NGÔ MINH ĐỨC — đúng chưa?"]
     assert [e.payload for e in world.notified] == ["reject", "approve"]

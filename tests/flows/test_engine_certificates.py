@@ -68,6 +68,15 @@ def test_other_answers_are_asked_again_and_commands_wait_except_help_and_status(
     assert chat.texts[0].startswith("Bạn gõ họ và tên")
 
 
+def test_an_approval_outside_the_window_requests_with_the_registered_name(chat: Chat) -> None:
+    submit(chat)
+    chat.system("approve", campaign="cong_dan_so", submission="9", confirm="0")
+    assert chat.events == (CertificateRequested("cong_dan_so", "NGUYỄN VĂN AN", "9"),)
+    assert len(chat.texts) == 1 and chat.texts[0].startswith("Chúc mừng")
+    session = chat.session
+    assert session is not None and session.certs == []
+
+
 def test_a_missing_or_unprintable_profile_name_is_asked_for_first(chat: Chat) -> None:
     chat.start()
     chat.system("approve", campaign="cong_dan_so")
