@@ -32,12 +32,15 @@ from aiohttp import BodyPartReader, web
 
 from adapters.webchat import WebchatInputError
 from bots.bundles import content_type
-from bots.images import MAX_BYTES, TOO_LARGE, ImageRejected
-from bots.pipeline import decode_outbound
+from bots.certificates.issue import media_path
+from bots.certificates.mail import SmtpSettings
 from bots.console import ConsoleDeps, console_tick, ensure_first_admin, mount_console
 from bots.console.handover import send_through_inbox
 from bots.console.tree import OrgTree, load_org_tree
+from bots.images import MAX_BYTES, TOO_LARGE, ImageRejected
+from bots.pipeline import decode_outbound
 from bots.runtime import Runtime
+from bots.verify import PublicDeps, add_public_routes
 from bots.webhooks import add_routes as add_webhook_routes
 from bots.webhooks import site_verification_meta
 from flows.compiler import CompiledBundle
@@ -107,9 +110,23 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 async def media(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    path = request.app[RUNTIME].media.path(name)
+    runtime = request.app[RUNTIME]
+    path = runtime.media.path(name)
     if path is None:
-        raise web.HTTPNotFound()
+        # An issued certificate (bots/certificates/issue.py): it names a person, so it is kept
+        # by no shared cache, and a PDF downloads with a readable file name.
+        certificate = media_path(runtime.certificate_files, name)
+        if certificate is None:
+            raise web.HTTPNotFound()
+        headers = {
+            "Content-Type": content_type(name),
+            "Cache-Control": "private, max-age=86400",
+            "X-Content-Type-Options": "nosniff",
+            "X-Robots-Tag": "noindex",
+        }
+        if name.endswith(".pdf"):
+            headers["Content-Disposition"] = 'attachment; filename="giay-chung-nhan.pdf"'
+        return web.FileResponse(certificate, headers=headers)
     return web.FileResponse(
         path,
         headers={
@@ -290,6 +307,7 @@ def build_app(runtime: Runtime, *, manage: bool = True) -> web.Application:
     add_webhook_routes(app, runtime)
     console = console_deps(runtime)
     mount_console(app, console)  # /admin/… (bots/console)
+    add_public_routes(app, public_deps(runtime))  # /verify/…, /chung-nhan (bots/verify.py)
     if manage:
 
         async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -319,6 +337,9 @@ def console_deps(runtime: Runtime) -> ConsoleDeps:
     runtime starts, and the flows change on reload)."""
 
     async def ingest(inbound: Inbound) -> bool:
+        if runtime.certificates is not None:
+            # An approval outside the messaging window: certificate with the registered name.
+            inbound = await runtime.certificates.prepare_approval(inbound)
         return await runtime.pipeline.ingest(inbound)
 
     def tree() -> OrgTree:
@@ -342,6 +363,23 @@ def console_deps(runtime: Runtime) -> ConsoleDeps:
         secure_cookies=settings.base_url.startswith("https://"),
         handover_timeout=timedelta(seconds=settings.handover_timeout),
     )
+
+
+def public_deps(runtime: Runtime) -> PublicDeps:
+    """What the public certificate pages need from the runtime."""
+
+    async def ingest(inbound: Inbound) -> bool:
+        return await runtime.pipeline.ingest(inbound)
+
+    def bundle() -> CompiledBundle:
+        if runtime.flows is None:
+            raise RuntimeError("flows not loaded")
+        return runtime.flows.compiled
+
+    def smtp() -> SmtpSettings | None:
+        return runtime.certificates.smtp if runtime.certificates is not None else None
+
+    return PublicDeps(db=lambda: runtime.db, flows=bundle, notify=ingest, smtp=smtp)
 
 
 async def _console_ticks(console: ConsoleDeps, every: float = CONSOLE_TICK) -> None:
