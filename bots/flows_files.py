@@ -18,7 +18,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -163,9 +163,15 @@ def _relative(problem: Problem, folder: str) -> Problem:
     return problem
 
 
-def check_with(main: Path, overrides: Mapping[Path, bytes] | None = None) -> Trial:
+def check_with(
+    main: Path,
+    overrides: Mapping[Path, bytes] | None = None,
+    validate: Callable[[Path], list[str]] | None = None,
+) -> Trial:
     """Check the bundle rooted at `main` as it would be with `overrides` (resolved path inside
-    the bundle's folder → new bytes) written, without touching the real files."""
+    the bundle's folder → new bytes) written, without touching the real files. `validate`
+    (the server's own refusals, e.g. channel secrets) runs on the copy once check passes; its
+    lines become errors of the trial."""
     main = main.resolve()
     base = main.parent
     changed = {Path(p).resolve(): data for p, data in (overrides or {}).items()}
@@ -193,6 +199,11 @@ def check_with(main: Path, overrides: Mapping[Path, bytes] | None = None) -> Tri
                 target.write_bytes(data)
         loaded = load_checked(root / main.name)
         problems = tuple(_relative(p, str(root)) for p in loaded.problems)
+        if validate is not None and loaded.bundle is not None and not loaded.errors:
+            prefix = str(root).rstrip(os.sep) + os.sep
+            for line in validate(root / main.name):
+                text = line.replace(prefix, "").removeprefix(f"{main.name}: ")
+                problems += (Problem(main.name, 1, 1, text),)
     return Trial(loaded, problems)
 
 

@@ -203,6 +203,16 @@ class Reloader:
     def version(self) -> str:
         return self.runtime.version
 
+    def validate(self, main: Path) -> list[str]:
+        """What a reload of `main` would refuse beyond check (channel configuration whose
+        `$VAR` secrets this server lacks), as problem lines; [] when it would load."""
+        runtime = self.runtime
+        try:
+            prepare(main, runtime.settings, runtime.env, channels=runtime.serve_channels)
+        except FlowsInvalid as error:
+            return list(error.problems)
+        return []
+
     def main_file(self) -> Path | None:
         """The live version's main file as archived (the exact bytes that run)."""
         version = self.runtime.version

@@ -362,6 +362,7 @@ def console_deps(runtime: Runtime) -> ConsoleDeps:
         send=send_through_inbox(ingest, _utcnow),
         secure_cookies=settings.base_url.startswith("https://"),
         handover_timeout=timedelta(seconds=settings.handover_timeout),
+        flows_control=runtime.reloader,  # flows pages, upload, reload (bots/reload.py)
     )
 
 

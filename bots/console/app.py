@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -54,6 +54,9 @@ from bots.console.access import (
 )
 from bots.console.tree import OrgTree
 from bots.console.windows import closes_at
+
+if TYPE_CHECKING:
+    from bots.console.control import FlowsControl
 from bots.records.db import Database
 from bots.records.files import BadHash, FileStore
 from bots.records.models import (
@@ -75,7 +78,8 @@ log = logging.getLogger("loa.console")
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
-STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+STATIC = {"console.css": "text/css", "console.js": "text/javascript", "pages.css": "text/css",
+          "flows.js": "text/javascript"}
 COOKIE = "loa_admin"
 LOGIN_CSRF_COOKIE = "loa_admin_login"
 CSRF_FIELD = "csrf"
@@ -137,6 +141,9 @@ class ConsoleDeps:
     rate_limit: auth.RateLimit = field(default_factory=auth.RateLimit)
     clock: Callable[[], datetime] = _utcnow
     page_size: int = 30
+    # The deployment's flows (live version, upload, reload: bots/console/control.py); None: the
+    # flows pages show no diagrams and offer no upload, reload or units import.
+    flows_control: FlowsControl | None = None
 
     def database(self) -> Database:
         return self.db if isinstance(self.db, Database) else self.db()
@@ -1127,8 +1134,9 @@ def _environment() -> Environment:
 def create_console_app(deps: ConsoleDeps) -> web.Application:
     """The console as an aiohttp application; mount it with `mount_console` (or
     `app.add_subapp("/admin", create_console_app(deps))`)."""
+    # Uploads (a flows file, a units list) are capped by their pages well below this.
     app = web.Application(middlewares=[_security_headers, _authenticate],
-                          client_max_size=256 * 1024)
+                          client_max_size=4 * 1024 * 1024)
     app[DEPS] = deps
     app[JINJA] = _environment()
     r = app.router
@@ -1153,6 +1161,10 @@ def create_console_app(deps: ConsoleDeps) -> web.Application:
     r.add_get("/password", password_page, name="password")
     r.add_post("/password", password_post, name="password_post")
     r.add_get("/static/{name}", static, name="static")
+    from bots.console import dashboard, flows_pages, units_pages  # they import this module
+
+    for pages in (flows_pages, units_pages, dashboard):
+        pages.add_routes(r)  # /kich-ban, /don-vi, /bao-cao
     certs.add_routes(r)  # /certificates/{id}/{kind}
     return app
 
