@@ -73,6 +73,9 @@ from flows.vocab import (
 
 log = logging.getLogger("loa.pipeline")
 
+TOUCH_EVERY = 60.0  # seconds: write a person's last inbound time at most this often
+TOUCHED_MAX = 100_000  # conversations whose last write this process remembers
+
 SORRY = (
     "Xin lỗi, hệ thống vừa gặp trục trặc khi xử lý tin nhắn của bạn. Thông tin bạn đã gửi vẫn "
     "được giữ nguyên; bạn thử gửi lại sau ít phút nhé."
@@ -297,6 +300,7 @@ class Pipeline:
         self._sending: dict[ConversationKey, _Sender] = {}
         self._timers: dict[ConversationKey, asyncio.TimerHandle] = {}
         self._wrote: dict[ConversationKey, datetime] = {}  # the person's last message, if known
+        self._touched: dict[ConversationKey, datetime] = {}  # last inbound time written here
         self._takes_outbox_id: dict[type, bool] = {}
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}:"
         self._sender_owner = f"{self._owner}sender"
@@ -505,8 +509,9 @@ class Pipeline:
                         outbox.append(self._encode_out(message))
                 if wrote is not None:
                     self._wrote[key] = wrote.timestamp
-                    if records is not None:
+                    if records is not None and self._touch_due(key, wrote.timestamp, ref):
                         await records.touch(key, wrote.timestamp, ref)
+                        self._touched[key] = wrote.timestamp
                 data = codec.dumps(session) if session is not None else None
             except BaseException:
                 await _release_quietly(store, claim)
@@ -532,6 +537,21 @@ class Pipeline:
             if self.metrics is not None:
                 self.metrics.processed(key.channel, handled)
         return fresh
+
+    def _touch_due(self, key: ConversationKey, at: datetime, ref: str | None) -> bool:
+        """Whether to write the person's inbound time to the records now. A write per message
+        was most of the records' cost (a transaction each); the window only needs minutes of
+        precision, and an older time errs on the safe side (the window seems to close up to
+        TOUCH_EVERY early). A deep-link ref, or a conversation new to this process, always
+        writes."""
+        last = self._touched.pop(key, None)
+        if last is not None:
+            self._touched[key] = last  # most recent last: the oldest are forgotten first
+        if ref is not None or last is None or (at - last).total_seconds() >= TOUCH_EVERY:
+            if len(self._touched) >= TOUCHED_MAX:
+                del self._touched[next(iter(self._touched))]
+            return True
+        return False
 
     def _encode_out(self, message: Outbound) -> bytes:
         image = message.image

@@ -95,3 +95,23 @@ async def test_an_organiser_action_does_not_open_the_window(rig: Rig, messenger:
     assert last is not None and abs((last - long_ago).total_seconds()) < 1
     await pipeline.process(message(FB.user_id, "chào", channel=Channel.MESSENGER))
     assert texts(graph)[0] == "Hồ sơ của bạn đã được duyệt."
+
+
+async def test_the_last_inbound_time_is_written_at_most_once_a_minute(
+    rig: Rig, messenger: Any
+) -> None:
+    _, adapter = messenger
+    pipeline = rig.pipeline(adapter, Channel.MESSENGER)
+    written: list[datetime] = []
+    real = rig.records.touch
+
+    async def counting(key: ConversationKey, at: datetime, ref: str | None) -> None:
+        written.append(at)
+        await real(key, at, ref)
+
+    rig.records.touch = counting  # type: ignore[method-assign]
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    for seconds in (0, 10, 50, 70, 75):
+        at = start + timedelta(seconds=seconds)
+        await pipeline.process(message(FB.user_id, f"t{seconds}", channel=Channel.MESSENGER, at=at))
+    assert written == [start, start + timedelta(seconds=70)]  # not one transaction per message
