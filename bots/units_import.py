@@ -371,6 +371,27 @@ def _existing(target: Target) -> list[UnitRow]:
     return [UnitRow(r.slug, r.name, r.area, r.members, r.quota, 0) for r in rows]
 
 
+def _slugs_elsewhere(config: Path, node: str,
+                     own: set[str]) -> tuple[dict[str, str], set[str]]:
+    """(slug → name of every organisation of the deployment, the node's children written in
+    YAML); the node's own CSV units left out. A slug names one node: reports and the console
+    find people's units by it."""
+    from flows.loader import load
+
+    parsed = load(config).parsed
+    found: dict[str, str] = {}
+    inline: set[str] = set()
+    stack = list(parsed.organisations.items()) if parsed is not None else []
+    while stack:
+        slug, org = stack.pop()
+        if slug == node:
+            inline = set(org.children) - own
+        if slug not in own:
+            found.setdefault(slug, org.name)
+        stack.extend(org.children.items())
+    return found, inline
+
+
 def import_units(
     config: Path, node: str, data: bytes, filename: str, *, merge: bool = False,
     write: bool = True,
@@ -397,6 +418,18 @@ def import_units(
             + (f" (và {len(generated) - 10} dòng nữa)" if len(generated) > 10 else "")
         )
     errors, warnings = check_rows(rows, csv_bytes, source, node)
+    own = {r.slug for r in old}
+    taken, inline = _slugs_elsewhere(config, node, own)
+    moved = [r.slug for r in rows if r.slug in inline]
+    if moved and target.units_path is None:
+        outcome.notes.append(
+            f"Các đơn vị {', '.join(moved[:10])} đang viết trong children của '{node}': khi "
+            "thêm dòng units:, xóa chúng khỏi children (mỗi đơn vị khai báo ở một nơi).")
+    for row in rows:
+        if row.slug in taken and row.slug not in own and row.slug not in inline:
+            errors.append(f"{_where(row, 'mã', source)}: mã '{row.slug}' đã là mã của "
+                          f"{taken[row.slug]} — mỗi mã chỉ dùng cho một đơn vị trong cả "
+                          "flows.yaml; đặt mã khác")
     outcome.problems.extend(errors)
     outcome.warnings.extend(warnings)
     before = {r.slug: r for r in old}

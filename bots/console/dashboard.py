@@ -87,7 +87,7 @@ def _default_campaign(visitor: Visitor) -> str:
     used = flows_of_districts(bundle, visible_districts(visitor.organiser, visitor.tree, bundle))
     for fid in used:
         campaign = bundle.flows[fid].campaign
-        if campaign in bundle.campaigns:
+        if campaign is not None and campaign in bundle.campaigns:
             return campaign
     return next(iter(bundle.campaigns), "")
 
