@@ -307,6 +307,8 @@ def write_xlsx(tables: Sequence[Table], target: Path | str | IO[bytes]) -> None:
             depth = table.indent[n] if n < len(table.indent) else 0
             for col, (column, value) in enumerate(zip(table.columns, row, strict=True), 1):
                 cell = sheet.cell(row=header_row + 1 + n, column=col, value=_cell(value))
+                if isinstance(value, str) and value.startswith("="):
+                    cell.data_type = "s"  # a name typed in a chat is text, never a formula
                 fmt = _FORMATS.get(column.kind)
                 if fmt is not None:
                     cell.number_format = fmt
@@ -359,6 +361,15 @@ def _text(value: Any, column: Column) -> str:
     return str(value)
 
 
+def _csv_text(value: Any, column: Column) -> str:
+    text = _text(value, column)
+    # A text cell starting like a formula would run when Excel opens the file (CSV injection):
+    # names and answers come from chats.
+    if column.kind is Kind.TEXT and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
 def _csv_header(column: Column) -> str:
     return f"{column.header} (%)" if column.kind is Kind.PERCENT and "%" not in column.header \
         else column.header
@@ -380,7 +391,7 @@ def _csv_rows(table: Table, handle: IO[str]) -> None:
     writer = csv.writer(handle)
     writer.writerow([_csv_header(c) for c in table.columns])
     for row in table.rows:
-        writer.writerow([_text(v, c) for v, c in zip(row, table.columns, strict=True)])
+        writer.writerow([_csv_text(v, c) for v, c in zip(row, table.columns, strict=True)])
 
 
 def csv_bytes(table: Table) -> bytes:
