@@ -180,7 +180,8 @@ class Soak:
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         ))
         log = (self.folder / "serve.log").open("wb")
-        profile = ["-m", "cProfile", "-o", str(self.folder / "serve.prof")] if self.args.profile else []
+        prof = str(self.folder / "serve.prof")
+        profile = ["-m", "cProfile", "-o", prof] if self.args.profile else []
         self.processes.append(subprocess.Popen(
             [sys.executable, *profile, "-m", "bots.cli", "serve", "--port", str(self.port),
              "--config", str(config)],
@@ -206,12 +207,11 @@ class Soak:
                 await asyncio.sleep(0.1)
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
+        for process in reversed(self.processes):  # the server first, then the fake it calls
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.processes:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -295,6 +295,12 @@ class Soak:
             if found:
                 self.lag.append(float(found.group(1)))
 
+    def server_cpu(self) -> float:
+        """CPU seconds `loa serve` has used so far (user + system, from /proc)."""
+        pid = self.processes[1].pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     async def replies(self, http: Any) -> list[tuple[float, str, str]]:
         async with http.get(f"http://127.0.0.1:{self.fake_port}/stats") as response:
             data: list[tuple[float, str, str]] = await response.json()
@@ -320,6 +326,7 @@ class Soak:
             # Measured: one text per user in turn (round robin), `total` in all.
             order = [(n % users, f"s{n}") for n in range(total)]
             lag = asyncio.ensure_future(self.sample_lag(http))
+            cpu_before, wall_before = self.server_cpu(), time.monotonic()
             sending = await self.paced(http, order, measure=True)
             deadline = time.monotonic() + args.drain
             while time.monotonic() < deadline:
@@ -327,6 +334,8 @@ class Soak:
                 if all(f"Đã nhận: {text}" in got for text in self.acked):
                     break
                 await asyncio.sleep(0.5)
+            cpu = self.server_cpu() - cpu_before
+            wall = time.monotonic() - wall_before
             lag.cancel()
             received = (await self.replies(http))[baseline:]
         answers = Counter(t.removeprefix("Đã nhận: ") for _, _, t in received
@@ -361,6 +370,9 @@ class Soak:
                 "max": round(max(self.lag) * 1000, 1) if self.lag else None,
                 "samples": len(self.lag),
             },
+            "server_cpu_ms_per_message": round(cpu / total * 1000, 2) if total else None,
+            "server_cpu_busy": round(cpu / wall, 2) if wall else None,
+            "load_average": os.getloadavg()[0],
             "lost": len(lost),
             "duplicated": len(duplicated),
             "replies_received": len(received),
@@ -379,6 +391,9 @@ def report(result: dict[str, Any]) -> str:
         f"reply latency ms (incl. the fake's {DELAY * 1000:.0f} ms): p50 {e2e['p50']}  "
         f"p99 {e2e['p99']}  max {e2e['max']}",
         f"event-loop lag ms (server, 1 s samples): p50 {lag['p50']}  max {lag['max']}",
+        f"server CPU: {result['server_cpu_ms_per_message']} ms per message (busy "
+        f"{result['server_cpu_busy']} of one core); machine load average "
+        f"{result['load_average']:.1f}",
         f"lost: {result['lost']}  duplicated: {result['duplicated']}",
     ])
 
