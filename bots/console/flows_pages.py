@@ -267,7 +267,7 @@ async def flows_page(
         disk=disk,
         outcome=outcome,
         campaigns=campaigns,
-        max_upload=MAX_UPLOAD // 1024,
+        max_upload=f"{MAX_UPLOAD // (1024 * 1024)} MB",
         local=fmt.local,
         by=_by,
     )
@@ -325,7 +325,7 @@ async def flows_upload(request: web.Request) -> web.StreamResponse:
     data = upload.file.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
         return await flows_page(request, status=413, outcome=Outcome(
-            False, f"Tệp lớn quá: tối đa {MAX_UPLOAD // 1024} KB. Tách bớt sang các tệp "
+            False, f"Tệp lớn quá: tối đa {MAX_UPLOAD // (1024 * 1024)} MB. Tách bớt sang các tệp "
                    "include rồi tải từng tệp."))
     config = control.config.resolve()
     base = config.parent
