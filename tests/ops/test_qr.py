@@ -151,12 +151,19 @@ def test_a_username_in_flows_yaml_needs_no_network(config: Path, tmp_path: Path)
     ],
 )
 def test_clear_errors(
-    config: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: list[str],
+    message: str,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # a successful run writes its default qr-….png into the cwd
     code = qr(config, *args)
     printed = capsys.readouterr()
     if message == "LOA_PUBLIC_URL":  # no public URL: a local link, and a warning saying so
         assert code == 0 and message in printed.err
+        assert (tmp_path / "qr-tan-phu-webchat-menu.png").is_file()
         return
     assert code == 1
     assert printed.err.startswith("Lỗi: ") and message in printed.err
