@@ -181,3 +181,29 @@ async def test_verify_refuses_malformed_and_unknown_serials(server: Server) -> N
     # Rate-limited per client address (30 look-ups a minute).
     statuses = [(await client.get("/verify/CDS-2023-000002-K7Q4XM")).status for _ in range(31)]
     assert statuses[:28] == [404] * 28 and statuses[-1] == 429
+
+
+async def test_an_organisers_message_reaches_the_browser_chat(server: Server) -> None:
+    """The console's messages enter the conversation as SYSTEM "say" events (the server's
+    `send`), which the running engine answers with the organiser's text."""
+    chat = Chat(server.client)
+    assert "Bạn muốn làm gì" in await chat.start()
+    async with server.runtime.db.reads() as session:
+        from bots.records.models import ChannelIdentity
+
+        participant_id = await session.scalar(
+            select(ChannelIdentity.participant_id).where(ChannelIdentity.user_id == chat.user)
+        )
+    a, b = server.organisers["a"], server.organisers["b"]
+    assert (await b.post(f"/admin/participants/{participant_id}/take", {}))[0] == 404
+    status, _ = await a.post(f"/admin/participants/{participant_id}/take", {})
+    assert status == 200
+    status, _ = await a.post(f"/admin/participants/{participant_id}/message",
+                             {"text": "Chào bạn, mình là cán bộ phường, bạn cần giúp gì?"})
+    assert status == 200
+    told = await chat.replies()
+    assert [m["text"] for m in told][-1] == "Chào bạn, mình là cán bộ phường, bạn cần giúp gì?"
+    assert told[-1]["notice"] == "system"
+    assert await chat.say("Mình chưa gửi được ảnh") == ""  # the bot stays quiet meanwhile
+    status, _ = await a.post(f"/admin/participants/{participant_id}/release", {})
+    assert "Trợ lý tự động đã quay lại" in Chat.text(await chat.replies())
