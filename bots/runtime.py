@@ -34,8 +34,6 @@ from bots.ratelimit import limiter_for
 from bots.records import Database, FileStore, Records, open_database
 from bots.reports.citizens import citizen_key
 from bots.reports.organisations import sync_organisations
-from bots.reports.citizens import citizen_key
-from bots.reports.organisations import sync_organisations
 from bots.settings import Settings
 from bots.state import Store, open_store
 from bots.takeover import TakeoverEngine
@@ -241,8 +239,6 @@ class Runtime:
         self.certificate_files = certificate_files(settings.data_dir)
         self.certificates: CertificateService | None = None
         self.first_admin_password: str | None = None  # printed once by `loa serve`
-        self._citizen_key: bytes | None = None
-        self.first_admin_password: str | None = None  # printed once by `loa serve`
         from bots.reload import Reloader  # here: bots.reload imports this module
 
         self.reloader = Reloader(self)  # reload (console, SIGHUP) and follow other processes
@@ -260,20 +256,6 @@ class Runtime:
         if self._pipeline is None:
             raise RuntimeError("runtime not started")
         return self._pipeline
-
-    @property
-    def db(self) -> Database:
-        """The records database (the console and the certificate pages read it)."""
-        if self._db is None:
-            raise RuntimeError("runtime not started")
-        return self._db
-
-    @property
-    def files(self) -> FileStore:
-        """The content-addressed evidence files."""
-        if self._files is None:
-            raise RuntimeError("runtime not started")
-        return self._files
 
     @property
     def db(self) -> Database:
