@@ -119,6 +119,10 @@ async def test_reject_resend_approve_confirm_name_certificate_and_verify(server:
     assert "0912" not in html and "an.nguyen" not in html  # no personal data beyond the print
     pdf = await server.client.get(certificate["file"])
     assert pdf.status == 200 and (await pdf.read()).startswith(b"%PDF")
+    # Evidence is stored content-addressed too, but /media/ never serves it.
+    evidence_sha = hashlib.sha256(IMAGES["vneid"]).hexdigest()
+    assert server.runtime.files.exists(evidence_sha)
+    assert (await server.client.get(f"/media/{evidence_sha}.png")).status == 404
 
     # The organiser downloads it from the submission page.
     page = await a.get_text(f"/admin/submissions/{submission.id}")
