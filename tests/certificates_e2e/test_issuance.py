@@ -5,24 +5,29 @@ revokes it (and removes its files), and /chung-nhan finds it again with a one-ti
 from __future__ import annotations
 
 import asyncio
+import email
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bots.certificates.issue import CertificateService, certificate_files, media_path
+from bots.certificates.mail import SmtpSettings, TlsMode
 from bots.certificates.render import CertificateRenderer
 from bots.records.db import Database, open_database
 from bots.records.files import FileStore
 from bots.records.models import (
     Certificate,
     CertificateStatus,
+    ChannelIdentity,
     Submission,
     SubmissionStatus,
 )
@@ -39,6 +44,7 @@ from flows.events import (
     SubmissionSubmitted,
 )
 from flows.vocab import Attachment, Channel, ConversationKey, Inbound
+from tests.certificates.conftest import Mailbox, _serve
 from tests.certificates_e2e.conftest import FLOWS, AiohttpClient
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
@@ -256,3 +262,53 @@ async def test_an_expired_code_is_refused(world: World, aiohttp_client: AiohttpC
     late = await client.post("/chung-nhan",
                              data={"step": "check", "phone": "0912345678", "code": code})
     assert late.status == 400 and "hết hạn" in await late.text()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    yield from _serve(Mailbox())
+
+
+async def test_the_code_goes_by_email_when_no_chat_window_is_open(
+    world: World, aiohttp_client: AiohttpClient, mailbox: Mailbox
+) -> None:
+    await request(world, "confirm-1")
+    await world.service().run()
+    async with world.db.sessions() as session, session.begin():  # a Messenger person, days ago
+        await session.execute(update(ChannelIdentity).values(
+            channel=Channel.MESSENGER, last_inbound_at=NOW - timedelta(days=3)))
+    smtp = SmtpSettings(host="127.0.0.1", port=mailbox.port, tls=TlsMode.NONE,
+                        sender="Đoàn phường Mẫu <chungnhan@loa.example.vn>")
+    app = web.Application()
+    add_public_routes(app, PublicDeps(db=lambda: world.db, flows=lambda: world.bundle,
+                                      notify=world.inbox, smtp=lambda: smtp, clock=lambda: NOW))
+    client = await aiohttp_client(app)
+    before = set(world.inbox.seen)
+    response = await client.post("/chung-nhan", data={"step": "send", "phone": "0912345678"})
+    assert response.status == 200
+    assert set(world.inbox.seen) == before  # nothing into a closed chat
+    [envelope] = mailbox.envelopes
+    assert envelope.rcpt_tos == ["an@example.com"]
+    message = email.message_from_bytes(envelope.original_content or b"", policy=default)
+    assert isinstance(message, EmailMessage) and "tra cứu" in str(message["Subject"])
+    code = re.search(r"\b(\d{6})\b", message.get_content())
+    assert code is not None
+    found = await client.post("/chung-nhan",
+                              data={"step": "check", "phone": "0912345678", "code": code.group(1)})
+    assert found.status == 200 and "Tải bản PDF" in await found.text()
+
+
+async def test_a_malformed_serial_is_refused_before_the_database(
+    aiohttp_client: AiohttpClient, bundle: CompiledBundle
+) -> None:
+    def no_database() -> Database:
+        raise AssertionError("the database was touched")
+
+    async def notify(inbound: Inbound) -> bool:
+        return True
+
+    app = web.Application()
+    add_public_routes(app, PublicDeps(db=no_database, flows=lambda: bundle, notify=notify))
+    client = await aiohttp_client(app)
+    for bad in ("x", "CDS-2023-000001-AAAAA", "CDS-2023-000001-AAAAAU", "%00", "A" * 200):
+        assert (await client.get(f"/verify/{bad}")).status == 404
