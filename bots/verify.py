@@ -29,7 +29,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy import select
 
 from bots.certificates import lookup
+from bots.certificates.issue import local_date
 from bots.certificates.mail import SmtpSettings
+from bots.certificates.render import smart_quotes
 from bots.certificates.serial import is_valid_serial, normalize_serial
 from bots.records.db import Database
 from bots.records.models import Certificate, CertificateStatus
@@ -166,10 +168,11 @@ async def verify(request: web.Request) -> web.StreamResponse:
         serial=row.serial,
         name=row.name,
         unit=row.unit or "",
-        campaign=campaign.title if campaign is not None else row.campaign,
+        # As printed: typographic quotes, the date in Vietnam.
+        campaign=smart_quotes(campaign.title if campaign is not None else row.campaign),
         organisation=bundle.district(row.district).name or "",
         issued_on=_date(row.issued_on),
-        revoked_on=_date(row.revoked_at.date()) if row.revoked_at else "",
+        revoked_on=_date(local_date(row.revoked_at)) if row.revoked_at else "",
     )
 
 
@@ -222,7 +225,7 @@ def _listed(row: Certificate, bundle: CompiledBundle) -> dict[str, str]:
     campaign = bundle.campaigns.get(row.campaign)
     return {
         "name": row.name,
-        "campaign": campaign.title if campaign is not None else row.campaign,
+        "campaign": smart_quotes(campaign.title if campaign is not None else row.campaign),
         "issued_on": _date(row.issued_on),
         "serial": row.serial or "",
         "pdf": f"{MEDIA}{row.pdf_sha256}.pdf" if row.pdf_sha256 else "",
