@@ -279,3 +279,14 @@ async def test_the_reload_button_applies_the_files_on_disk_or_refuses_them(site:
     assert site.runtime.version != old
     assert "Đã áp dụng." in unescape(await response.text())
     assert "Giống hệt phiên bản đang chạy." in await get(site, "/admin/kich-ban")
+
+
+@pytest.mark.parametrize("path", ["/admin/kich-ban", "/admin/don-vi", "/admin/bao-cao",
+                                  "/admin/bao-cao/tai-ve.xlsx", "/admin/static/vendor/x.js"])
+async def test_signed_out_visitors_are_sent_to_the_login_page(site: Site, path: str) -> None:
+    response = await site.client.get(path, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"].startswith("/admin/login?next=")
+    for post in ("/admin/kich-ban/tai-len", "/admin/kich-ban/ap-dung", "/admin/don-vi"):
+        response = await site.client.post(post, data={"csrf": "x"}, allow_redirects=False)
+        assert response.status == 303
