@@ -13,7 +13,8 @@ Telegram's ~1 message/s. Every text is unique (`s<n>`), and the echo flow answer
 "Đã nhận: s<n>" then asks again, so the fake can tell which inbound each reply answers.
 
 Reported: webhook acknowledgement latency p50/p99/max (request sent → HTTP 200, measured here),
-end-to-end reply latency (request sent → the fake received "Đã nhận: s<n>"), the server's
+end-to-end reply latency (request sent → the fake received "Đã nhận: s<n>"; the fake then takes
+200 ms to answer, which holds the sender before the turn's second reply), the server's
 event-loop lag (its /metrics gauge, sampled every second), messages lost (acknowledged but never
 answered within the drain time) and duplicated (answered more than once), and the rate achieved.
 """
@@ -388,7 +389,7 @@ def report(result: dict[str, Any]) -> str:
         f"{result['messages']} messages, {result['bots']} bots, {result['users']} users",
         f"acknowledged: {result['acknowledged']} (not acknowledged: {result['not_acknowledged']})",
         f"ack latency ms: p50 {ack['p50']}  p99 {ack['p99']}  max {ack['max']}",
-        f"reply latency ms (incl. the fake's {DELAY * 1000:.0f} ms): p50 {e2e['p50']}  "
+        f"reply latency ms (webhook sent → reply at the fake): p50 {e2e['p50']}  "
         f"p99 {e2e['p99']}  max {e2e['max']}",
         f"event-loop lag ms (server, 1 s samples): p50 {lag['p50']}  max {lag['max']}",
         f"server CPU: {result['server_cpu_ms_per_message']} ms per message (busy "

@@ -73,6 +73,7 @@ from flows.vocab import (
 
 log = logging.getLogger("loa.pipeline")
 
+MAX_DRAINS = 12  # below the records pool (5 + 10 overflow): a turn never times out on it
 TOUCH_EVERY = 60.0  # seconds: write a person's last inbound time at most this often
 TOUCHED_MAX = 100_000  # conversations whose last write this process remembers
 
@@ -272,6 +273,7 @@ class Pipeline:
         metrics: Any | None = None,
         limiter: Limiter | None = None,
         rng: random.Random | None = None,
+        max_drains: int = MAX_DRAINS,
     ) -> None:
         self.store = store
         self.capture = capture
@@ -298,6 +300,7 @@ class Pipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._backlog: set[ConversationKey] = set()  # outboxes known to hold older replies
         self._sending: dict[ConversationKey, _Sender] = {}
+        self._drains = asyncio.Semaphore(max_drains)  # conversations in engine + records at once
         self._timers: dict[ConversationKey, asyncio.TimerHandle] = {}
         self._wrote: dict[ConversationKey, datetime] = {}  # the person's last message, if known
         self._touched: dict[ConversationKey, datetime] = {}  # last inbound time written here
@@ -433,7 +436,14 @@ class Pipeline:
                 try:
                     if claim is None:
                         claim = await self.store.claim(key, self._next_owner())
-                    fresh = await self._drain(claim) if claim is not None else []
+                    if claim is None:
+                        fresh: list[OutboxItem] | None = []
+                    else:
+                        # Bounded: a burst beyond what the records database can take waits
+                        # here, in order, instead of queueing on its connection pool until
+                        # the pool's timeout fails the turns. Delivery is outside the bound.
+                        async with self._drains:
+                            fresh = await self._drain(claim)
                     await self.deliver(key, fresh)
                 except Exception:
                     if propagate:
