@@ -4,63 +4,19 @@ that one); and a small deployment whose figures the tests work out by hand."""
 
 from __future__ import annotations
 
-import importlib.util
-import socket
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from bots.records.db import Database, default_url, open_database
 from flows.compiler import CompiledBundle, compile_bundle
 from flows.schema import Bundle
+from tests.databases import (  # fixtures this folder uses
+    database_url,  # noqa: F401
+    db,  # noqa: F401
+)
 
-PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 KEY = b"reports-test-key-0123456789abcdef"
-
-
-def _postgres_reason() -> str | None:
-    if importlib.util.find_spec("asyncpg") is None:
-        return "asyncpg is not installed"
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            pass
-    except OSError:
-        return "no PostgreSQL on 127.0.0.1:5432"
-    return None
-
-
-POSTGRES_UNAVAILABLE = _postgres_reason()
-BACKENDS = ["sqlite"] if POSTGRES_UNAVAILABLE else ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield default_url(tmp_path / "data")
-        return
-    name = f"loa_reports_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = await open_database(database_url)
-    yield database
-    await database.close()
-
 
 # A province with two districts (one declaring its own member count and a percent quota) and a
 # Sốp Cộp-like district with two communes. Quotas: p1 50% of 4 = 2; p2 50% of 3 = 1.5 → 2;

@@ -1,0 +1,62 @@
+"""One empty records database per test: a new SQLite file, and — when asyncpg is installed and
+127.0.0.1:5432 answers — a new PostgreSQL database created for the test and dropped after
+(nothing else is ever dropped). Conftests import the fixtures to run their suites on both."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bots.records.db import Database, default_url, open_database
+
+PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_reason() -> str | None:
+    """Why PostgreSQL tests cannot run here, or None if they can."""
+    if importlib.util.find_spec("asyncpg") is None:
+        return "asyncpg is not installed (PostgreSQL records tests need it)"
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            pass
+    except OSError:
+        return "no PostgreSQL on 127.0.0.1:5432"
+    return None
+
+
+POSTGRES_UNAVAILABLE = _postgres_reason()
+# PostgreSQL joins the parametrisation only when it can run; tests/records'
+# test_postgres_is_covered reports the reason once instead of one skip per test.
+BACKENDS = ["sqlite"] if POSTGRES_UNAVAILABLE else ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database's URL: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield default_url(tmp_path / "data")
+        return
+    name = f"loa_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await open_database(database_url)
+    yield database
+    await database.close()
