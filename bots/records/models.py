@@ -321,6 +321,22 @@ class SentMessage(Base):
     sent_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class PendingEcho(Base):
+    """A Zalo OA echo not yet known to be the bot's own nor a person's: its message id was not
+    recorded as sent when the webhook arrived (the send may still be in flight). Kept until it
+    is judged (bots.channels: a pause, or dropped as the bot's own), so a process that dies
+    before judging it loses nothing."""
+
+    __tablename__ = "pending_echoes"
+
+    channel: Mapped[Channel] = mapped_column(_enum(Channel), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    district: Mapped[str] = mapped_column(String(100))
+    user_id: Mapped[str] = mapped_column(String(255))
+    timestamp: Mapped[datetime]  # when the platform says the message was sent
+    seen_at: Mapped[datetime] = mapped_column(index=True)  # when the webhook brought the echo
+
+
 # -- the organiser console (bots/console) ---------------------------------------------------------
 
 
