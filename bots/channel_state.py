@@ -6,6 +6,9 @@
 - **Sent message ids** (`sent_messages`): what a platform answered when Loa sent something
   (Zalo OA), so the echo of the bot's own message is recognised in whichever process the
   webhook reaches, not only in the one that sent it. Pruned after `SENT_KEPT`.
+- **Pending echoes** (`pending_echoes`): a Zalo OA echo whose id was not recorded as sent when
+  it arrived, kept (before the webhook is acknowledged) until some process judges it after the
+  grace period: a pause for the person, or dropped as the bot's own (bots/channels.py).
 - **Channel notices**: one open `OrganiserNotification` (kind `channel`) per problem a health
   check finds; closed (handled) when the check finds it fixed.
 
@@ -15,6 +18,7 @@ Writes are short transactions; nothing here is held open across a network call.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
@@ -25,6 +29,7 @@ from bots.records.models import (
     ChannelCursor,
     NotificationKind,
     OrganiserNotification,
+    PendingEcho,
     SentMessage,
 )
 from flows.vocab import Channel, ConversationKey
@@ -32,6 +37,20 @@ from flows.vocab import Channel, ConversationKey
 log = logging.getLogger("loa.channels")
 
 SENT_KEPT = timedelta(days=2)  # echoes arrive within seconds; two days is generous
+# An echo left unjudged this long is dropped unjudged: well before its send's record is pruned
+# (after that it would look like a person's), and a pause that late helps no one.
+ECHO_KEPT = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class UnjudgedEcho:
+    """An echo not yet known to be the bot's own or a person's (a `pending_echoes` row)."""
+
+    channel: Channel
+    message_id: str
+    key: ConversationKey
+    timestamp: datetime  # the platform's time of the message
+    seen_at: datetime  # when its webhook arrived
 
 
 class ChannelState:
@@ -82,6 +101,71 @@ class ChannelState:
         async with self.db.sessions() as session, session.begin():
             result = await session.execute(
                 delete(SentMessage).where(SentMessage.sent_at < now - SENT_KEPT)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- pending echoes -----------------------------------------------------------------------
+
+    async def hold_echo(self, echo: UnjudgedEcho) -> bool:
+        """Keep an echo until it is judged. False when it is kept already (a retried webhook,
+        or the same echo delivered to two processes)."""
+        try:
+            async with self.db.sessions() as session, session.begin():
+                session.add(
+                    PendingEcho(
+                        channel=echo.channel,
+                        message_id=echo.message_id,
+                        district=echo.key.district,
+                        user_id=echo.key.user_id,
+                        timestamp=echo.timestamp,
+                        seen_at=echo.seen_at,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def held_echoes(
+        self, channel: Channel, seen_before: datetime, limit: int = 500
+    ) -> list[UnjudgedEcho]:
+        """The channel's echoes still unjudged that arrived before `seen_before`, oldest
+        first."""
+        query = (
+            select(PendingEcho)
+            .where(PendingEcho.channel == channel, PendingEcho.seen_at < seen_before)
+            .order_by(PendingEcho.seen_at)
+            .limit(limit)
+        )
+        async with self.db.reads() as session:
+            rows = (await session.scalars(query)).all()
+        return [
+            UnjudgedEcho(
+                channel=row.channel,
+                message_id=row.message_id,
+                key=ConversationKey(row.district, row.channel, row.user_id),
+                timestamp=row.timestamp,
+                seen_at=row.seen_at,
+            )
+            for row in rows
+        ]
+
+    async def drop_echo(self, channel: Channel, message_id: str) -> bool:
+        """The echo is judged: forget it. Only once its pause (if any) is stored, so a process
+        dying in between leaves the row for the next judge, whose pause is a duplicate. True
+        if this call removed it."""
+        async with self.db.sessions() as session, session.begin():
+            result = await session.execute(
+                delete(PendingEcho).where(
+                    PendingEcho.channel == channel, PendingEcho.message_id == message_id
+                )
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def prune_echoes(self, now: datetime) -> int:
+        """Drop echoes left unjudged for `ECHO_KEPT` (see there)."""
+        async with self.db.sessions() as session, session.begin():
+            result = await session.execute(
+                delete(PendingEcho).where(PendingEcho.seen_at < now - ECHO_KEPT)
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -149,4 +233,4 @@ class ChannelState:
             return list((await session.scalars(query.order_by(OrganiserNotification.id))).all())
 
 
-__all__ = ["SENT_KEPT", "ChannelState"]
+__all__ = ["ECHO_KEPT", "SENT_KEPT", "ChannelState", "UnjudgedEcho"]

@@ -30,14 +30,14 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from adapters.base import Adapter, ConfigurationError
-from bots.channel_state import ChannelState
+from bots.channel_state import ChannelState, UnjudgedEcho
 from flows.vocab import Channel, ConversationKey, Inbound, InboundKind, Outbound
 
 if TYPE_CHECKING:
@@ -328,14 +328,16 @@ class Channels:
         local_file: Callable[[str], Path | None] | None = None,
         clock: Callable[[], datetime] = _utcnow,
         zalo_grace: float | None = None,
+        zalo_sweep_every: float | None = None,
     ) -> None:
-        from bots.takeover import ZALO_GRACE
+        from bots.takeover import ZALO_GRACE, ZALO_SWEEP_EVERY
 
         self.config = config
         self.settings = settings
         self.state = ChannelState(database)
         self.clock = clock
         self.zalo_grace = ZALO_GRACE if zalo_grace is None else zalo_grace
+        self.zalo_sweep_every = ZALO_SWEEP_EVERY if zalo_sweep_every is None else zalo_sweep_every
         self._db = database
         self._local_file = local_file
         self._http: aiohttp.ClientSession | None = None
@@ -447,11 +449,15 @@ class Channels:
 
     async def start(self, ingest: Ingest) -> None:
         """Start what runs in the background: Telegram long polls, the Zalo token refresher, the
-        health checks. `ingest` is the pipeline's (durable, de-duplicated)."""
+        sweep of Zalo echoes left unjudged, the health checks. `ingest` is the pipeline's
+        (durable, de-duplicated)."""
         self._ingest = ingest
         if self.zalo_keeper is not None:
             oa_ids = [o.oa_id for o in self.config.zalo]
             self._spawn(self.zalo_keeper.refresh_forever(oa_ids), "zalo-tokens")
+        if self.zalo is not None and self.zalo_sweep_every > 0:
+            # At once (echoes a dead or stopped process left), then now and then.
+            self._spawn(self._sweep_zalo_echoes_forever(self.zalo_sweep_every), "zalo-pending")
         if any(bot.mode == POLLING for bot in self.config.telegram):
             from bots.telegram_polling import TelegramPoller
 
@@ -534,14 +540,25 @@ class Channels:
             log.exception("zalo: could not record sent message %s", message_id)
 
     async def zalo_echo(self, echo: ZaloEcho) -> None:
-        """An `oa_send_*` echo: pause the bot for that person unless the bot sent it."""
+        """An `oa_send_*` echo: pause the bot for that person unless the bot sent it.
+
+        One whose id is not recorded as sent may be of a send still in flight: it is kept in
+        the records before the webhook is acknowledged, judged here after `zalo_grace`, and
+        judged by any process's sweep if this one dies first."""
         from bots.takeover import pause_inbound
 
         if echo.admin_id is None:
             if await self._zalo_ours(echo.message_id):
                 return
-            # Possibly the echo of a send whose call has not returned yet: judge again later.
-            self._spawn(self._zalo_echo_later(echo), "zalo-echo")
+            held = UnjudgedEcho(
+                channel=Channel.ZALO,
+                message_id=echo.message_id,
+                key=ConversationKey(echo.district, Channel.ZALO, echo.user_id),
+                timestamp=echo.timestamp,
+                seen_at=self.clock(),
+            )
+            await self.state.hold_echo(held)  # raises: the webhook fails, Zalo may retry
+            self._spawn(self._judge_zalo_echo_later(held), "zalo-echo")
             return
         await self.ingest(
             pause_inbound(
@@ -555,25 +572,60 @@ class Channels:
             return True  # this process sent it (no database read needed)
         return await self.state.was_sent(Channel.ZALO, message_id)
 
-    async def _zalo_echo_later(self, echo: ZaloEcho) -> None:
-        from bots.takeover import pause_inbound
-
+    async def _judge_zalo_echo_later(self, echo: UnjudgedEcho) -> None:
         await asyncio.sleep(self.zalo_grace)
         try:
-            if await self._zalo_ours(echo.message_id):
-                return
-            log.info(
-                "zalo: OA %s wrote to %s in %s by hand; the bot is paused for them",
-                echo.event, echo.user_id, echo.district,
-            )
-            await self.ingest(
+            await self._judge_zalo_echo(echo)
+        except Exception:
+            log.exception("zalo: could not judge the echo %s; the sweep will", echo.message_id)
+
+    async def _judge_zalo_echo(self, echo: UnjudgedEcho) -> bool:
+        """Pause the bot for the person if the echo is still not the bot's own, then forget the
+        echo. Safe in two processes at once: the pause is de-duplicated by the echo's id, and
+        the row goes only after the pause is stored. True if this call stored the pause."""
+        from bots.takeover import pause_inbound
+
+        paused = False
+        if not await self._zalo_ours(echo.message_id):
+            key = echo.key
+            paused = await self.ingest(
                 pause_inbound(
-                    echo.district, Channel.ZALO, echo.user_id, echo.message_id, echo.timestamp
+                    key.district, key.channel, key.user_id, echo.message_id, echo.timestamp
                 )
             )
-        except Exception:
-            log.exception("zalo: could not judge the echo %s", echo.message_id)
+            if paused:
+                log.info(
+                    "zalo: the OA wrote to %s in %s by hand; the bot is paused for them",
+                    key.user_id, key.district,
+                )
+        await self.state.drop_echo(echo.channel, echo.message_id)
+        return paused
 
+    async def sweep_zalo_echoes(self) -> int:
+        """Judge every kept echo older than the grace period: those whose process died, stopped
+        or failed before judging them. The number of pauses this call stored."""
+        now = self.clock()
+        expired = await self.state.prune_echoes(now)
+        if expired:
+            log.warning("zalo: %d echoes were left unjudged for too long; dropped", expired)
+        held = await self.state.held_echoes(Channel.ZALO, now - timedelta(seconds=self.zalo_grace))
+        paused = 0
+        for echo in held:
+            try:
+                paused += await self._judge_zalo_echo(echo)
+            except Exception:
+                log.exception("zalo: could not judge the echo %s; trying later", echo.message_id)
+        return paused
+
+    async def _sweep_zalo_echoes_forever(self, every: float) -> None:
+        while True:
+            try:
+                await self.sweep_zalo_echoes()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("zalo: sweeping echoes failed; trying again in %.0f s", every)
+            await asyncio.sleep(every)
 
 __all__ = [
     "KNOWN",

@@ -17,8 +17,15 @@ Recognising the bot's own echoes (docs/channels.md, "Echoes"):
 - Messenger: every send carries metadata `outbox:<id>` (adapters.messenger), so its echo is known
   by content, even when it arrives before the send call returned.
 - Zalo OA: the message id Zalo returns is recorded durably (`ChannelState.record_sent`, shared by
-  all processes). An echo whose id is not recorded yet may be of a send still in flight, so it is
-  judged again after `ZALO_GRACE` seconds; one carrying `admin_id` is a person at once.
+  all processes). One carrying `admin_id` is a person at once. An echo whose id is not recorded
+  yet may be of a send still in flight: it is kept in the records (`ChannelState.hold_echo`,
+  table `pending_echoes`) before the webhook is acknowledged, then judged after `ZALO_GRACE`
+  seconds — a pause if still not the bot's own, else dropped. The receiving process judges it
+  in a task; every process with Zalo also sweeps the kept echoes older than the grace, at start
+  and every `ZALO_SWEEP_EVERY` seconds, so an echo whose process was killed or stopped during
+  the grace is judged anyway (`bots.channels.Channels.sweep_zalo_echoes`). Two judges of one
+  echo pause once: the pause is de-duplicated by the echo's id, and the kept row is deleted
+  only after the pause is stored.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ PAUSE = "pause"
 SAY = "say"  # an organiser's message from the console (bots.console.handover.say_inbound)
 SOURCE_ECHO = "echo"
 ZALO_GRACE = 3.0  # seconds: Zalo's echo may arrive before its send call returns (~2 s seen)
+ZALO_SWEEP_EVERY = 30.0  # seconds between sweeps of echoes a dead process left unjudged
 
 REASONS = {
     Channel.MESSENGER: (
@@ -109,6 +117,7 @@ __all__ = [
     "SAY",
     "SOURCE_ECHO",
     "ZALO_GRACE",
+    "ZALO_SWEEP_EVERY",
     "TakeoverEngine",
     "pause_inbound",
     "pause_turn",
