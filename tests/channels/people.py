@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from typing import Any
 
@@ -178,6 +179,71 @@ class ZaloUser(Person):
             "attachments": [{"type": "image", "payload": {"url": url, "thumbnail": url}}],
         }
         return await self.turn(self.body("user_send_image", message), **kw)
+
+
+_NUMBERED = re.compile(r"^(\d+)\. (.+)$", re.MULTILINE)
+
+
+class ZaloBotUser(Person):
+    """A person chatting with a district's Zalo Bot (the Telegram-like Zalo Bot API). Webhook
+    bodies are the unwrapped `{"event_name", "message"}` shape implementations observe (with
+    `wrapped=True`, the documented `{"ok": true, "result": ...}` envelope); `date` is in ms."""
+
+    def __init__(self, server: Server, chat_id: str, district: str = "tan-phu") -> None:
+        self.server, self.chat_id, self.district = server, chat_id, district
+
+    def body(self, event: str, *, wrapped: bool = False, **content: Any) -> bytes:
+        message = {
+            "from": {"id": self.chat_id, "display_name": "Lan Nguyễn", "is_bot": False},
+            "chat": {"id": self.chat_id, "chat_type": "PRIVATE"},
+            "message_id": f"{next(_ids):020x}",
+            "date": _ms(),
+            **content,
+        }
+        update: dict[str, Any] = {"event_name": event, "message": message}
+        if wrapped:
+            update = {"ok": True, "result": update}
+        return json.dumps(update, ensure_ascii=False).encode()
+
+    async def _post(self, body: bytes) -> None:
+        response = await self.server.post_zalobot(body, self.district)
+        assert response.status == 200, await response.text()
+
+    def calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """(method, body) of every Bot-API call to this chat the fake accepted, in order."""
+        calls = self.server.platforms.zalobot.calls
+        return [(m, b) for m, b in calls if b.get("chat_id") == self.chat_id]
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [body for _, body in self.calls()]
+
+    def texts(self) -> list[str]:
+        return [m.get("text") or m.get("caption") or "" for m in self.messages()]
+
+    def buttons(self) -> list[str]:
+        """The Bot API has no buttons: the titles of the numbered list in the last message."""
+        return [title for _, title in _NUMBERED.findall(self.texts()[-1])]
+
+    async def say(self, text: str, **kw: Any) -> list[str]:
+        wrapped = kw.pop("wrapped", False)
+        body = self.body("message.text.received", wrapped=wrapped, text=text)
+        return await self.turn(body, **kw)
+
+    async def tap(self, title: str) -> list[str]:
+        """Answer a numbered choice the way people do: with its number."""
+        for number, offered in _NUMBERED.findall(self.texts()[-1]):
+            if offered == title:
+                return await self.say(number)
+        raise AssertionError(f"no choice {title!r} in {self.texts()[-1]!r}")
+
+    async def image(self, name: str, **kw: Any) -> list[str]:
+        # as captured: `photo_url` on Zalo's CDN, `message_type` CHAT_PHOTO (the server's
+        # capture is pointed at the local CDN stand-in, same path)
+        content = {
+            "message_type": "CHAT_PHOTO",
+            "photo_url": f"https://f20-zpc.zdn.vn/png/{name}.png",
+        }
+        return await self.turn(self.body("message.image.received", **content), **kw)
 
 
 _updates = itertools.count(1000)

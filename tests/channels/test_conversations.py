@@ -1,6 +1,7 @@
-"""A whole registration and "Công dân số" submission over Messenger, Zalo OA and Telegram,
-through the real server and the fake platforms: the replies the platform receives (Vietnamese,
-with buttons), the records written, the evidence files stored."""
+"""A whole registration and "Công dân số" submission over Messenger, Zalo OA, the Zalo Bot API
+and Telegram, through the real server and the fake platforms: the replies the platform receives
+(Vietnamese, with buttons or numbered choices), the records written, the evidence files
+stored."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from bots.records.models import (
 from flows.vocab import Channel
 
 from .conftest import Server
-from .people import MessengerUser, TelegramUser, ZaloUser
+from .people import MessengerUser, TelegramUser, ZaloBotUser, ZaloUser
 
 CONSENT = "Ban Tổ chức cần lưu họ tên"
 
@@ -155,3 +156,51 @@ async def test_telegram_registration_and_challenge(server: Server) -> None:
     assert keyboard, "choices come as a reply keyboard"
     assert seen
     await _records(server, Channel.TELEGRAM, "7100000001")
+
+
+async def test_zalobot_registration_and_challenge(server: Server) -> None:
+    person = ZaloBotUser(server, "0f0f0f0f0f0f0f0f0f01")
+    first = await person.say("#huyhieuso")  # the poster code: the Bot API has no deep link
+    # No buttons on the Zalo Bot API: the choices are a numbered list the person answers with
+    # a digit (`tap` sends "1").
+    assert "1. Đồng ý\n2. Không đồng ý" in first[-1], first
+    assert "gõ số thứ tự" in first[-1]
+    seen = await _converse(person, first, person.image)
+    calls = person.calls()
+    assert {method for method, _ in calls} == {"sendMessage", "sendPhoto"}
+    assert not any("reply_markup" in body or "buttons" in body for _, body in calls)
+    # the sample screenshot of step 1 goes by URL, with the step's text as its caption
+    photos = [body for method, body in calls if method == "sendPhoto"]
+    assert len(photos) == 1 and photos[0]["photo"].startswith("https://loa.example.vn/media/")
+    assert "Bước 1/4" in photos[0]["caption"]
+    assert all(0 < len(t) <= 2000 for t in person.texts())
+    assert seen
+    await _records(server, Channel.ZALOBOT, "0f0f0f0f0f0f0f0f0f01")
+
+
+async def test_zalobot_documented_envelope_redelivery_and_decomposed_text(server: Server) -> None:
+    """What the Zalo Bot API may do that the other channels do not: the documented
+    `{"ok": true, "result": ...}` envelope, a body delivered twice (no update id; the message id
+    is the key), and a choice answered by its title instead of its number."""
+    person = ZaloBotUser(server, "0f0f0f0f0f0f0f0f0f02")
+    first = await person.say("/start huyhieuso", wrapped=True)
+    assert any(CONSENT in t for t in first), first
+    body = person.body("message.text.received", text="dong y")  # typed, without diacritics
+    reply = await person.turn(body)
+    assert reply == ["Họ và tên của bạn là gì?"]
+    assert await person.turn(body, expect_reply=False) == []  # redelivered: answered once
+    reply = await person.say(unicodedata.normalize("NFD", "Nguyễn Thị Lan"), wrapped=True)
+    assert any("đơn vị nào" in t for t in reply), reply
+    await person.say("Hòa Thạnh")
+    await person.say("lan.nguyen@gmail.com")
+    reply = await person.say("0912345678")
+    assert any("Cảm ơn Nguyễn Thị Lan" in t for t in reply), reply
+    _nfc(person.texts())
+    async with server.runtime._db.reads() as session:  # type: ignore[union-attr]
+        identity = await session.scalar(
+            select(ChannelIdentity).where(ChannelIdentity.user_id == "0f0f0f0f0f0f0f0f0f02")
+        )
+        assert identity is not None and identity.channel is Channel.ZALOBOT
+        assert identity.entry_ref == "huyhieuso"
+        participant = await session.get(Participant, identity.participant_id)
+        assert participant is not None and participant.name == "Nguyễn Thị Lan"  # stored NFC
