@@ -131,3 +131,28 @@ async def test_long_poll_waits_and_returns_updates(
         assert reply["result"][0]["message"]["from"]["first_name"] == "Lan"
     finally:
         await transport.close()
+
+
+async def test_aiogram_response_class_survives_garbage_collection(
+    telegram: FakeTelegramApi, tmp_path: Path
+) -> None:
+    """Regression: aiogram built `Response[Message]` (a pydantic class and its schema) again
+    after every garbage collection, a tenth of a reply's CPU under load."""
+    import gc
+    import weakref
+
+    pytest.importorskip("aiogram")
+    from aiogram.methods.base import Response
+    from aiogram.types import Message
+
+    transport = _transport("aiogram", telegram.url, tmp_path)
+    adapter = TelegramAdapter("tan-phu", transport=transport)
+    try:
+        await adapter.send(KEY, Outbound("Một"))
+        built = weakref.ref(Response[Message])
+        gc.collect()
+        assert built() is not None  # still the cached class: the next call builds nothing
+        await adapter.send(KEY, Outbound("Hai"))
+    finally:
+        await transport.close()
+    assert [c["text"] for c in telegram.sent("sendMessage")] == ["Một", "Hai"]
