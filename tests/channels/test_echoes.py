@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,7 @@ async def test_zalo_own_echo_arriving_before_the_send_returns(
         await wait_until(lambda: not server.channels._tasks or _only_long_tasks(server))
         assert not await _paused(server, Channel.ZALO, person.user_id)
         assert await _handover_notices(server) == []
+        assert await _held_echoes(server) == []  # each judged the bot's own, and forgotten
         reply = await person.say("binh.tran@gmail.com")
         assert any("đơn vị" in t or "Email" in t or "điện thoại" in t for t in reply), reply
     finally:
@@ -215,7 +216,13 @@ async def test_zalo_own_echo_arriving_before_the_send_returns(
 
 def _only_long_tasks(server: Server) -> bool:
     names = {t.get_name() for t in server.channels._tasks}
-    return not any("zalo-echo" in name for name in names)
+    return "loa-zalo-echo" not in names  # the in-process judgements of echoes
+
+
+async def _held_echoes(server: Server) -> list[str]:
+    """Echoes kept in the records until judged (tests/channels/test_echo_sweep.py)."""
+    later = datetime.now(UTC) + timedelta(days=1)
+    return [e.message_id for e in await server.channels.state.held_echoes(Channel.ZALO, later)]
 
 
 async def test_zalo_human_echo_pauses(server: Server) -> None:
@@ -226,6 +233,7 @@ async def test_zalo_human_echo_pauses(server: Server) -> None:
     # not yet: the message id might be of a send still in flight
     assert not await _paused(server, Channel.ZALO, person.user_id)
     await wait_until(lambda: _paused(server, Channel.ZALO, person.user_id))
+    await wait_until(lambda: _no_held_echoes(server))  # judged, then forgotten
     assert await person.say("cho mình hỏi", expect_reply=False) == []
     notices = await _handover_notices(server)
     assert len(notices) == 1 and "Zalo OA" in notices[0].text
@@ -238,3 +246,8 @@ async def test_zalo_echo_typed_by_an_admin_pauses_at_once(server: Server) -> Non
     typed = _zalo_echo(person.user_id, "zalo-admin-1", "Mình hỗ trợ bạn nhé.", admin="77")
     assert (await server.post_zalo(typed)).status == 200
     await wait_until(lambda: _paused(server, Channel.ZALO, person.user_id), timeout=5)
+    assert await _held_echoes(server) == []  # nothing to judge later
+
+
+async def _no_held_echoes(server: Server) -> bool:
+    return await _held_echoes(server) == []
