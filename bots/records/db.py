@@ -41,7 +41,10 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, echo: bool = False) -> 
     and `BEGIN IMMEDIATE`."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, echo=echo, pool_pre_ping=True)
+        # No pre-ping: it cost a round trip per checkout (a tenth of a turn's CPU in the soak).
+        # A connection the server dropped fails its turn once; SQLAlchemy then invalidates the
+        # whole pool, and the turn is retried from the inbox (docs/pipeline.md).
+        return create_async_engine(url, echo=echo, pool_recycle=1800)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": busy_timeout})

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -95,21 +95,28 @@ DELETED_TEXT = "(nội dung đã xóa theo yêu cầu xóa dữ liệu cá nhân
 BOT = "bot"
 
 
+def _of(key: ConversationKey) -> Any:
+    """The WHERE clause picking the conversation's channel identity."""
+    return and_(
+        ChannelIdentity.district == key.district,
+        ChannelIdentity.channel == key.channel,
+        ChannelIdentity.user_id == key.user_id,
+    )
+
+
 async def _identity(
     session: AsyncSession, key: ConversationKey, now: datetime
 ) -> tuple[ChannelIdentity, Participant]:
     """The conversation's channel identity and participant, created on first contact."""
-    identity = await session.scalar(
-        select(ChannelIdentity).where(
-            ChannelIdentity.district == key.district,
-            ChannelIdentity.channel == key.channel,
-            ChannelIdentity.user_id == key.user_id,
+    row = (
+        await session.execute(
+            select(ChannelIdentity, Participant)
+            .join(Participant, Participant.id == ChannelIdentity.participant_id)
+            .where(_of(key))
         )
-    )
-    if identity is not None:
-        participant = await session.get(Participant, identity.participant_id)
-        assert participant is not None  # foreign key
-        return identity, participant
+    ).first()
+    if row is not None:
+        return row[0], row[1]
     participant = Participant(district=key.district, profile={}, created_at=now, updated_at=now)
     session.add(participant)
     await session.flush()
@@ -464,11 +471,8 @@ async def apply(
     doomed: set[str] = set()
     try:
         async with session_factory() as session, session.begin():
-            if await session.get(ProcessedInbound, (conversation, inbound_id)) is not None:
+            if not await _first_time(session, conversation, inbound_id, now):
                 return
-            session.add(
-                ProcessedInbound(conversation=conversation, inbound_id=inbound_id, processed_at=now)
-            )
             identity, participant = await _identity(session, key, now)
             for event in events:
                 doomed |= await _apply_one(session, identity, participant, event, now, secret)
@@ -483,18 +487,56 @@ async def apply(
         await _delete_unused_files(session_factory, files, doomed)
 
 
+async def _first_time(
+    session: AsyncSession, conversation: str, inbound_id: str, now: datetime
+) -> bool:
+    """Insert the inbound's `processed_inbound` row; False when it was there already (a
+    replay). One statement on SQLite and PostgreSQL (INSERT … ON CONFLICT DO NOTHING)."""
+    values = {"conversation": conversation, "inbound_id": inbound_id, "processed_at": now}
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("sqlite", "postgresql"):  # portable: read, then insert
+        if await session.get(ProcessedInbound, (conversation, inbound_id)) is not None:
+            return False
+        session.add(ProcessedInbound(**values))
+        return True
+    table = ProcessedInbound.__table__
+    insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table).values(values)
+    result = await session.execute(insert.on_conflict_do_nothing())
+    return bool(getattr(result, "rowcount", 1))
+
+
 async def touch_identity(
     session_factory: Sessions, key: ConversationKey, now: datetime, *, ref: str | None = None
 ) -> None:
     """Record an inbound's time (the platform's messaging window opens from the last one) and
-    the deep-link ref the person first came with."""
+    the deep-link ref the person first came with.
+
+    Runs with every person's first message and then about once a minute, so it is two
+    statements for someone known (an UPDATE … RETURNING of the identity, the week's upsert)
+    instead of loading the identity and participant through the ORM."""
+    ident = ChannelIdentity
+    changes: dict[str, Any] = {
+        "last_inbound_at": case(
+            (or_(ident.last_inbound_at.is_(None), ident.last_inbound_at < now), now),
+            else_=ident.last_inbound_at,
+        )
+    }
+    if ref:
+        changes["entry_ref"] = func.coalesce(ident.entry_ref, ref)
     async with session_factory() as session, session.begin():
-        identity, _ = await _identity(session, key, now)
-        if identity.last_inbound_at is None or identity.last_inbound_at < now:
+        participant_id = (
+            await session.execute(
+                update(ident.__table__).where(_of(key)).values(changes)
+                .returning(ident.participant_id)
+            )
+        ).scalar()
+        if participant_id is None:  # first contact
+            identity, _ = await _identity(session, key, now)
             identity.last_inbound_at = now
-        if ref and identity.entry_ref is None:
-            identity.entry_ref = ref
-        await _count_week(session, identity.participant_id, now)
+            if ref:
+                identity.entry_ref = ref
+            participant_id = identity.participant_id
+        await _count_week(session, participant_id, now)
 
 
 def week_of(at: datetime) -> date:
