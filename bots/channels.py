@@ -469,7 +469,8 @@ class Channels:
                     )
                     self._spawn(poller.run(), f"telegram-poll-{bot.district}", intake=True)
         every = self.settings.channel_health_every
-        if every > 0 and (self.config.messenger or self.config.telegram):
+        config = self.config
+        if every > 0 and (config.messenger or config.telegram or config.zalobot or config.zalo):
             from bots.channel_health import ChannelHealth
 
             self._spawn(ChannelHealth(self).run_forever(every), "channel-health")

@@ -4,10 +4,19 @@ It records every request, checks the bot token, enforces the documented limits (
 characters, photo by URL, caption ≤ 2,000) and can be told to answer the next requests with an
 `{"ok": false}` error, an HTTP status, or a delay.
 
+It also keeps the bot's webhook: `setWebhook` (`url`, `secret_token` of 8–256 characters →
+`{url, updated_at}`), `deleteWebhook` and `getWebhookInfo`. The research documents no shape for
+`getWebhookInfo`'s result, so it answers Telegram's (`url`, `pending_update_count`,
+`last_error_date`, `last_error_message`) plus the `updated_at` that `setWebhook` returns, with
+times in milliseconds like every other Zalo Bot time (assumption written in docs/kenh-zalo.md).
+`webhook_error = (date_ms, message)` makes it report a delivery error.
+
     async with FakeZaloBotApi(token="123:abc") as bot:
         adapter = ZaloBotAdapter("tan-phu", token="123:abc", api_base=bot.url, ...)
         bot.fail_next(429, retry_after=3)
-        bot.calls  # (method, body) accepted, in order
+        bot.calls  # (method, body) of accepted sends, in order (webhook methods: `requests`)
+        bot.webhook = {"url": "https://loa.example.vn/webhooks/zalobot/tan-phu"}
+        bot.webhook_error = (int(time.time() * 1000) - 60_000, "Connection timed out")
 """
 
 from __future__ import annotations
@@ -76,9 +85,13 @@ def check_call(method: str, body: Any) -> str | None:
 
 class FakeZaloBotApi:
     METHODS = ("sendMessage", "sendPhoto", "sendSticker", "sendChatAction", "getMe")
+    WEBHOOK_METHODS = ("setWebhook", "deleteWebhook", "getWebhookInfo")
 
     def __init__(self, token: str = "1234567890:fake-zalobot-token") -> None:
         self.token = token
+        self.webhook: dict[str, Any] = {"url": ""}  # what setWebhook stored
+        self.webhook_error: tuple[int, str] | None = None  # (date in ms, message)
+        self.pending = 0  # pending_update_count in getWebhookInfo
         self.requests: list[Recorded] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []  # accepted, in order
         self._script: deque[_Scripted] = deque()
@@ -156,6 +169,8 @@ class FakeZaloBotApi:
                 return web.json_response(scripted.body, status=scripted.status)
         if token != self.token:
             return _refuse(401, status=401)
+        if method in self.WEBHOOK_METHODS:
+            return self._webhook_method(method, body if isinstance(body, dict) else {})
         if method not in self.METHODS:
             return _refuse(404, status=404)
         problem = check_call(method, body)
@@ -165,3 +180,27 @@ class FakeZaloBotApi:
         self.calls.append((method, body))
         result = {"message_id": f"{next(self._ids):020x}", "date": int(time.time() * 1000)}
         return web.json_response({"ok": True, "result": result})
+
+    def _webhook_method(self, method: str, body: dict[str, Any]) -> web.Response:
+        now = int(time.time() * 1000)
+        if method == "setWebhook":
+            url, secret = str(body.get("url") or ""), str(body.get("secret_token") or "")
+            if not url.startswith("https://"):
+                return _refuse(400, "url must be an HTTPS URL", status=400)
+            if not 8 <= len(secret) <= 256:
+                return _refuse(400, "secret_token must be 8 to 256 characters", status=400)
+            self.webhook = {"url": url, "secret_token": secret, "updated_at": now}
+            self.webhook_error = None
+            return web.json_response({"ok": True, "result": {"url": url, "updated_at": now}})
+        if method == "deleteWebhook":
+            self.webhook = {"url": "", "updated_at": now}
+            return web.json_response({"ok": True, "result": True})
+        info: dict[str, Any] = {
+            "url": str(self.webhook.get("url") or ""),
+            "pending_update_count": self.pending,
+        }
+        if self.webhook.get("updated_at") is not None:
+            info["updated_at"] = self.webhook["updated_at"]
+        if self.webhook_error is not None:
+            info["last_error_date"], info["last_error_message"] = self.webhook_error
+        return web.json_response({"ok": True, "result": info})
