@@ -30,9 +30,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone, tzinfo
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -511,32 +512,78 @@ async def touch_identity(
     """Record an inbound's time (the platform's messaging window opens from the last one) and
     the deep-link ref the person first came with.
 
-    Runs with every person's first message and then about once a minute, so it is two
-    statements for someone known (an UPDATE … RETURNING of the identity, the week's upsert)
-    instead of loading the identity and participant through the ORM."""
-    ident = ChannelIdentity
-    changes: dict[str, Any] = {
-        "last_inbound_at": case(
-            (or_(ident.last_inbound_at.is_(None), ident.last_inbound_at < now), now),
-            else_=ident.last_inbound_at,
-        )
+    It runs with every person's first message and then about once a minute, so for someone
+    known it is one statement on PostgreSQL (the identity's UPDATE feeding the week's upsert,
+    outside any transaction) and two in one transaction elsewhere, instead of loading the
+    identity and participant through the ORM; each round trip to the database server cost
+    more CPU here than the statement itself."""
+    params = {
+        "p_district": key.district,
+        "p_channel": key.channel,
+        "p_user_id": key.user_id,
+        "p_now": now,
+        "p_ref": ref,
+        "p_week": week_of(now),
     }
-    if ref:
-        changes["entry_ref"] = func.coalesce(ident.entry_ref, ref)
-    async with session_factory() as session, session.begin():
-        participant_id = (
-            await session.execute(
-                update(ident.__table__).where(_of(key)).values(changes)
-                .returning(ident.participant_id)
-            )
-        ).scalar()
-        if participant_id is None:  # first contact
-            identity, _ = await _identity(session, key, now)
+    engine = session_factory.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            if (await conn.execute(_touch_statements()[1], params)).first() is not None:
+                return
+    else:
+        async with session_factory() as session, session.begin():
+            participant_id = (await session.execute(_touch_statements()[0], params)).scalar()
+            if participant_id is not None:
+                await _count_week(session, participant_id, now)
+                return
+    async with session_factory() as session, session.begin():  # first contact
+        identity, _ = await _identity(session, key, now)
+        if identity.last_inbound_at is None or identity.last_inbound_at < now:
             identity.last_inbound_at = now
-            if ref:
-                identity.entry_ref = ref
-            participant_id = identity.participant_id
-        await _count_week(session, participant_id, now)
+        if ref and identity.entry_ref is None:
+            identity.entry_ref = ref
+        await _count_week(session, identity.participant_id, now)
+
+
+@cache
+def _touch_statements() -> tuple[Any, Any]:
+    """(the identity's UPDATE … RETURNING participant_id, and on PostgreSQL that UPDATE as a CTE
+    feeding the week's upsert), built once: SQLAlchemy then reuses their compiled form."""
+    ident = ChannelIdentity.__table__.c
+    now = bindparam("p_now", type_=ChannelIdentity.__table__.c.last_inbound_at.type)
+    touch = (
+        update(ChannelIdentity.__table__)
+        .where(
+            ident.district == bindparam("p_district"),
+            ident.channel == bindparam("p_channel", type_=ident.channel.type),
+            ident.user_id == bindparam("p_user_id"),
+        )
+        .values(
+            last_inbound_at=case(
+                (or_(ident.last_inbound_at.is_(None), ident.last_inbound_at < now), now),
+                else_=ident.last_inbound_at,
+            ),
+            entry_ref=func.coalesce(ident.entry_ref, bindparam("p_ref", type_=ident.entry_ref.type)),
+        )
+        .returning(ident.participant_id)
+    )
+    touched = touch.cte("touched")
+    week = ParticipantWeek.__table__
+    upsert = postgresql.insert(week).from_select(
+        ["participant_id", "week_start", "messages", "first_at", "last_at"],
+        select(
+            touched.c.participant_id,
+            bindparam("p_week", type_=week.c.week_start.type),
+            literal(1),
+            now,
+            now,
+        ),
+    )
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[week.c.participant_id, week.c.week_start],
+        set_={"messages": week.c.messages + 1, "last_at": upsert.excluded.last_at},
+    ).returning(week.c.participant_id)
+    return touch, upsert
 
 
 def week_of(at: datetime) -> date:
