@@ -452,6 +452,10 @@ class Channels:
         sweep of Zalo echoes left unjudged, the health checks. `ingest` is the pipeline's
         (durable, de-duplicated)."""
         self._ingest = ingest
+        if not getattr(self.settings, "runs_singletons", True):
+            # Another process of this deployment (process 0) polls, refreshes and checks; this
+            # one only serves webhooks and sends (bots/supervisor.py).
+            return
         if self.zalo_keeper is not None:
             oa_ids = [o.oa_id for o in self.config.zalo]
             self._spawn(self.zalo_keeper.refresh_forever(oa_ids), "zalo-tokens")

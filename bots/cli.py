@@ -31,6 +31,10 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", default=None, help="mặc định 127.0.0.1 (LOA_HOST)")
         parser.add_argument("--port", type=int, default=None, help="mặc định 8080 (LOA_PORT)")
         parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
+        parser.add_argument(
+            "--processes", type=int, default=None,
+            help="số tiến trình cùng phục vụ một cổng; >1 cần Redis (LOA_PROCESSES, mặc định 1)",
+        )
     elif name == "chat":
         parser.add_argument("--config", default=None, help="tệp kịch bản (LOA_CONFIG)")
         parser.add_argument(

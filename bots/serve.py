@@ -42,8 +42,22 @@ def main(args: argparse.Namespace) -> int:
     log.info("flows %s (version %s), %d districts", settings.config, flows.version[:12],
              len(flows.districts))
 
+    if settings.processes > 1 and settings.process_index is None:
+        if not settings.redis_url:
+            print(
+                f"Chạy {settings.processes} tiến trình cần Redis để các tiến trình dùng chung "
+                "hộp thư và phiên trò chuyện: đặt LOA_REDIS_URL (ví dụ redis://127.0.0.1:6379/0) "
+                "hoặc bỏ --processes.",
+                file=sys.stderr,
+            )
+            return 2
+        from bots.supervisor import supervise
+
+        return supervise(settings)
+
     def ready(url: str) -> None:
-        print(f"Loa đang chạy tại {url} — mở trình duyệt để trò chuyện", flush=True)
+        if not settings.process_index:  # one line for the deployment, not one per process
+            print(f"Loa đang chạy tại {url} — mở trình duyệt để trò chuyện", flush=True)
         password = runtime.first_admin_password
         if password:
             # Shown once: only its hash is stored, and the first login must change it.
@@ -57,7 +71,9 @@ def main(args: argparse.Namespace) -> int:
     from bots.server import serve
 
     try:
-        asyncio.run(serve(runtime, settings.host, settings.port, ready))
+        asyncio.run(
+            serve(runtime, settings.host, settings.port, ready, reuse_port=settings.processes > 1)
+        )
     except OSError as error:
         print(f"Không mở được máy chủ tại {settings.host}:{settings.port}: {error}",
               file=sys.stderr)
@@ -66,5 +82,6 @@ def main(args: argparse.Namespace) -> int:
         log.exception("start-up failed")
         print(f"Loa không khởi động được: {error}", file=sys.stderr)
         return 1
-    print("Loa đã dừng.", flush=True)
+    if settings.process_index is None:
+        print("Loa đã dừng.", flush=True)
     return 0

@@ -11,7 +11,7 @@ hand an `Inbound` to the pipeline (which stores it durably before we answer) and
     GET  /chat/messages         ?user&district&after=<seq>&wait=<s≤25>: the bot's replies after
                                 a cursor (long-poll); asking confirms everything up to `after`
     GET  /media/{sha256.ext}    the flows' sample images (never evidence)
-    GET  /healthz               {ok, store, flows, pending}
+    GET  /healthz               {ok, store, flows, pending, processed, process, pid}
     /webhooks/…, /oauth/zalo/…  the messaging platforms' routes (bots/webhooks.py)
     GET  /metrics               Prometheus metrics (bots/ops/metrics.py)
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -152,6 +153,9 @@ async def healthz(request: web.Request) -> web.Response:
             "flows": runtime.version,
             "pending": pending,
             "processed": runtime.pipeline.processed,
+            # Which of `loa serve --processes N` answered (bots/supervisor.py); 0 when alone.
+            "process": runtime.settings.process_index or 0,
+            "pid": os.getpid(),
         }
     )
 
@@ -403,15 +407,21 @@ def create_app(settings: Any) -> web.Application:
 
 
 async def serve(
-    runtime: Runtime, host: str, port: int, ready: Callable[[str], None] | None = None
+    runtime: Runtime,
+    host: str,
+    port: int,
+    ready: Callable[[str], None] | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully (in-flight requests finish, workers
-    drain, stores close). `ready` receives the URL once the socket listens."""
+    drain, stores close). `ready` receives the URL once the socket listens. `reuse_port`: other
+    `loa serve` processes of the deployment listen on the same port (bots/supervisor.py)."""
     app = build_app(runtime)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()  # starts the runtime (cleanup_ctx)
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=10)
+        site = web.TCPSite(runner, host, port, shutdown_timeout=10, reuse_port=reuse_port or None)
         await site.start()
         bound = port
         for address in runner.addresses:  # the port the system picked when asked for 0

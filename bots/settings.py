@@ -61,6 +61,18 @@ class Settings:
     # Seconds a conversation an organiser took over stays with them without a console message
     # before it is handed back to the bot (docs/bang-dieu-khien.md, "Hand-over").
     handover_timeout: float = 7200.0
+    # `loa serve` processes sharing one port (SO_REUSEPORT) and the Redis store; >1 needs Redis.
+    processes: int = 1
+    # Set by the supervising `loa serve` for each process it starts (LOA_PROCESS_INDEX); None
+    # for a lone process. Only process 0 runs the deployment-wide jobs (bots.channels).
+    process_index: int | None = None
+
+    @property
+    def runs_singletons(self) -> bool:
+        """Whether this process runs the jobs one deployment needs once: Telegram long polls
+        (two pollers of one bot fight over getUpdates), proactive token refresh, health checks,
+        the sweep of unjudged Zalo echoes."""
+        return not self.process_index
 
     @property
     def base_url(self) -> str:
@@ -182,7 +194,18 @@ def from_env(env: Mapping[str, str] | None = None, *, create_dirs: bool = True) 
         disk_warn_mb=_megabytes(env, "LOA_DISK_WARN_MB"),
         disk_min_mb=_megabytes(env, "LOA_DISK_MIN_MB"),
         handover_timeout=_float(env, "LOA_HANDOVER_TIMEOUT", 7200.0),
+        processes=_int(env, "LOA_PROCESSES", 1),
+        process_index=_index(env),
     )
+
+
+def _index(env: Mapping[str, str]) -> int | None:
+    raw = env.get("LOA_PROCESS_INDEX", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise SettingsError(f"LOA_PROCESS_INDEX={raw!r}: cần một số nguyên không âm")
+    return int(raw)
 
 
 def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -197,4 +220,8 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None =
         overrides["host"] = args.host
     if getattr(args, "port", None):
         overrides["port"] = int(args.port)
+    if getattr(args, "processes", None):
+        if int(args.processes) < 1:
+            raise SettingsError(f"--processes {args.processes}: cần một số dương")
+        overrides["processes"] = int(args.processes)
     return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]

@@ -111,3 +111,30 @@ async def test_polling_keeps_going_after_telegram_refuses(
     polls = [r for r in telegram.requests if r.method == "getUpdates"]
     assert len(polls) >= 2  # refused once (HTTP 500), asked again after a pause
     assert await wait_until(lambda: _offset(server)) == str(update["update_id"] + 1)
+
+
+async def test_only_process_zero_polls(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], platforms: Platforms, tmp_path: Path
+) -> None:
+    """With `loa serve --processes N`, two pollers of one bot would fight over getUpdates
+    (Telegram answers one of them 409): only process 0 polls; the others serve and send."""
+    telegram = platforms.telegram
+    second = await start_server(
+        aiohttp_client, platforms, tmp_path / "p1", flows_text=POLLING,
+        env_changes={"LOA_PROCESSES": "2", "LOA_PROCESS_INDEX": "1"},
+    )
+    first = await start_server(
+        aiohttp_client, platforms, tmp_path / "p0", flows_text=POLLING,
+        env_changes={"LOA_PROCESSES": "2", "LOA_PROCESS_INDEX": "0"},
+    )
+    await wait_until(lambda: [r for r in telegram.requests if r.method == "getUpdates"])
+    person = TelegramUser.__new__(TelegramUser)
+    person.chat_id = 7200000002
+    telegram.push_update(person.update(text="/start huyhieuso"))
+    await wait_until(lambda: any("Ban Tổ chức cần lưu" in t for t in _texts(platforms, 7200000002)))
+    await first.settle()
+    await second.settle()
+    assert first.pipeline.processed == 1
+    assert second.pipeline.processed == 0
+    await second.client.close()
+    await first.client.close()
