@@ -174,7 +174,7 @@ def _pin_response(kind: Any) -> None:
     if returning is not None and returning not in _PINNED:
         from aiogram.methods.base import Response
 
-        _PINNED[returning] = Response[returning]
+        _PINNED[returning] = Response[returning]  # type: ignore[valid-type]
 
 
 def _plain(value: Any) -> Any:

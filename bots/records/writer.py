@@ -563,7 +563,9 @@ def _touch_statements() -> tuple[Any, Any]:
                 (or_(ident.last_inbound_at.is_(None), ident.last_inbound_at < now), now),
                 else_=ident.last_inbound_at,
             ),
-            entry_ref=func.coalesce(ident.entry_ref, bindparam("p_ref", type_=ident.entry_ref.type)),
+            entry_ref=func.coalesce(
+                ident.entry_ref, bindparam("p_ref", type_=ident.entry_ref.type)
+            ),
         )
         .returning(ident.participant_id)
     )
