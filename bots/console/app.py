@@ -11,6 +11,7 @@
     GET  /admin/participants/{id}             a participant, their channels and submissions
     POST /admin/participants/{id}/take|release|message   hand-over
     GET  /admin/handovers                     conversations paused for a human
+    GET  /admin/thong-bao, POST .../{id}/da-xu-ly   district-level notices (channel health...)
     GET  /admin/audit                         the audit log (admins)
     GET  /admin/organisers, POST ...          accounts of the admin's subtree (admins)
     GET, POST /admin/password                 change one's password
@@ -174,6 +175,8 @@ class Visitor:
 
 
 VISITOR: web.RequestKey[Visitor] = web.RequestKey("console_visitor", Visitor)
+# Open district-level notices the visitor sees (bots/console/notices.py): the banner's count.
+OPEN_NOTICES: web.RequestKey[int] = web.RequestKey("console_open_notices", int)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -233,6 +236,7 @@ def render(
         visitor=visitor,
         csrf=visitor.csrf if visitor is not None else login_csrf,
         now=now,
+        open_notices=request.get(OPEN_NOTICES, 0),
         roles=ROLE_NAMES,
         can_take_over=can_take_over,
         can_export=can_export,
@@ -1134,8 +1138,10 @@ def _environment() -> Environment:
 def create_console_app(deps: ConsoleDeps) -> web.Application:
     """The console as an aiohttp application; mount it with `mount_console` (or
     `app.add_subapp("/admin", create_console_app(deps))`)."""
+    from bots.console import notices  # it imports this module
+
     # Uploads (a flows file, a units list) are capped by their pages well below this.
-    app = web.Application(middlewares=[_security_headers, _authenticate],
+    app = web.Application(middlewares=[_security_headers, _authenticate, notices.count_open],
                           client_max_size=4 * 1024 * 1024)
     app[DEPS] = deps
     app[JINJA] = _environment()
@@ -1163,8 +1169,8 @@ def create_console_app(deps: ConsoleDeps) -> web.Application:
     r.add_get("/static/{name}", static, name="static")
     from bots.console import dashboard, flows_pages, units_pages  # they import this module
 
-    for pages in (flows_pages, units_pages, dashboard):
-        pages.add_routes(r)  # /kich-ban, /don-vi, /bao-cao
+    for pages in (flows_pages, units_pages, dashboard, notices):
+        pages.add_routes(r)  # /kich-ban, /don-vi, /bao-cao, /thong-bao
     certs.add_routes(r)  # /certificates/{id}/{kind}
     return app
 

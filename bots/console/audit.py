@@ -48,6 +48,7 @@ LABELS = {
     EXPORTED: "Xuất danh sách",
     ACCOUNT_CREATED: "Tạo tài khoản",
     ACCOUNT_CHANGED: "Sửa tài khoản",
+    "notice_handled": "Đánh dấu đã xử lý thông báo",
     "submission_submitted": "Nộp bài (người tham gia)",
     "consent_given": "Đồng ý cung cấp thông tin",
     "consent_refused": "Từ chối cung cấp thông tin",
@@ -111,6 +112,9 @@ def summary(detail: dict[str, Any] | None) -> str:
             str(d["change"]), str(d["change"])))
     if d.get("account"):
         parts.append(f"tài khoản #{d['account']}")
+    if d.get("notice"):
+        parts.append(f"thông báo #{d['notice']}" + (f" ({d['district']})" if d.get("district")
+                                                      else ""))
     if d.get("ip"):
         parts.append(str(d["ip"]))
     return " · ".join(parts)
