@@ -15,6 +15,10 @@ one error mapping (`adapters.telegram.error_for`) serves every transport.
 - **Local media are uploaded.** An outbound image the flows ship (`/media/<name>`) is sent as a
   multipart upload of the file on disk (`local_file` resolves it), so Telegram works without a
   public URL (a polling deployment behind NAT); URLs and Telegram file ids pass through.
+- **Replies skip aiogram's models.** `sendMessage`, `sendPhoto`/`sendDocument` by URL or file id
+  and `answerCallbackQuery` are posted as the adapter rendered them, through aiogram's own HTTP
+  session; building and validating aiogram's pydantic objects for them cost a third of a reply's
+  CPU in the soak (docs/performance.md). Uploads, long polls and set-up calls stay typed.
 - **Long polls** (`getUpdates` with `timeout`) get a request timeout of the poll plus a margin.
 - The token is part of every request URL: it is never logged, and neither is an exception text
   of the HTTP library (which may quote the URL).
@@ -35,6 +39,9 @@ log = logging.getLogger(__name__)
 DEFAULT_API = "https://api.telegram.org"
 POLL_MARGIN = 10.0  # seconds a long poll's HTTP request may take beyond the poll itself
 _UPLOADS = {"sendPhoto": "photo", "sendDocument": "document"}
+# Sent with every reply: posted as the adapter rendered them (AiogramTransport._hot). Uploads of
+# local files, long polls and set-up calls go through aiogram's typed methods.
+_HOT = frozenset({"sendMessage", "sendPhoto", "sendDocument", "answerCallbackQuery"})
 
 LocalFile = Callable[[str], Path | None]
 """`local_file(reference) -> Path | None`: the file on disk behind an outbound media reference
@@ -86,6 +93,7 @@ class AiogramTransport:
         session = AiohttpSession(
             api=TelegramAPIServer.from_base(api_base.rstrip("/")), timeout=timeout
         )
+        self._session = session
         try:
             self._bot = Bot(token, session=session)
         except TokenValidationError:
@@ -94,9 +102,24 @@ class AiogramTransport:
             ) from None
         self._timeout = timeout
         self._local_file = local_file
+        self._api_base = api_base.rstrip("/")
+        self._plain: HttpTransport | None = None
 
     def __repr__(self) -> str:  # never show the token
         return f"AiogramTransport(bot_id={self._bot.id})"
+
+    async def _hot(self) -> HttpTransport:
+        """The replies' path: the body the adapter rendered, posted through aiogram's own HTTP
+        session (its connector, proxy and API server), without building aiogram's pydantic
+        method and result objects — they were a third of a reply's CPU under load and add
+        nothing to JSON the adapter already checked against the platform's limits."""
+        if self._plain is None:
+            session = await self._session.create_session()
+            self._plain = HttpTransport(
+                self._bot.token, api_base=self._api_base, local_file=self._local_file,
+                timeout=self._timeout, session=session,
+            )
+        return self._plain
 
     async def __call__(self, method: str, body: bytes) -> Mapping[str, Any]:
         params = orjson.loads(body)
@@ -104,6 +127,8 @@ class AiogramTransport:
 
     async def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """One Bot-API method by its name, with its parameters as Bot-API JSON."""
+        if method in _HOT and _local(params, method, self._local_file) is None:
+            return await (await self._hot()).call(method, params)
         from aiogram import methods
         from aiogram.exceptions import (
             ClientDecodeError,

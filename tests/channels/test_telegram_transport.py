@@ -156,3 +156,35 @@ async def test_aiogram_response_class_survives_garbage_collection(
     finally:
         await transport.close()
     assert [c["text"] for c in telegram.sent("sendMessage")] == ["Một", "Hai"]
+
+
+async def test_replies_skip_aiogram_models_but_use_its_session(
+    telegram: FakeTelegramApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply path posts the rendered JSON through aiogram's session: no aiogram method
+    object is built for it (they were a third of a reply's CPU), uploads still are."""
+    pytest.importorskip("aiogram")
+    from aiogram import methods
+
+    built: list[str] = []
+    real_init = methods.SendMessage.__init__
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append("SendMessage")
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(methods.SendMessage, "__init__", spy)
+    transport = _transport("aiogram", telegram.url, tmp_path)
+    adapter = TelegramAdapter("tan-phu", transport=transport)
+    try:
+        await adapter.send(KEY, Outbound("Chào bạn", (Choice("Đồng ý", "y"),)))
+        await adapter.send(KEY, Outbound("Ảnh mẫu", image="/media/mau.png"))  # an upload
+        session = await transport._bot.session.create_session()
+        assert transport._plain is not None and transport._plain._session is session
+    finally:
+        await transport.close()
+    assert built == []
+    sent = telegram.sent()
+    assert sent[0]["text"] == "Chào bạn"
+    assert "Đồng ý" in str(sent[0]["reply_markup"])
+    assert len(telegram.sent("sendPhoto")) == 1
