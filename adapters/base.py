@@ -8,10 +8,13 @@ Adapters import `flows` (the vocabulary) and never `bots` or each other. The web
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flows.vocab import Channel, ConversationKey, Inbound, Outbound
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +32,14 @@ class Capabilities:
 
 class AdapterError(Exception):
     """Base of the delivery error tree (see docs/): what the outbox does next depends on the
-    subclass."""
+    subclass.
+
+    `parts_done`: how many parts of a message a platform needs several calls for (long text
+    split, text then image) were delivered before this failure; the sender stores it and the
+    retry resumes there (`send(..., start=parts_done)`), so the person never gets a part
+    twice."""
+
+    parts_done: int = 0
 
 
 class RetryLater(AdapterError):
@@ -72,4 +82,18 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, key: ConversationKey, message: Outbound) -> None:
-        """Deliver one message or raise an `AdapterError` subclass."""
+        """Deliver one message or raise an `AdapterError` subclass. Adapters whose messages may
+        take several calls also accept `start: int = 0`, the parts already delivered
+        (`send_parts`)."""
+
+
+async def send_parts(
+    parts: Sequence[T], start: int, send_one: Callable[[T], Awaitable[object]]
+) -> None:
+    """Send `parts[start:]` in order; a failure carries how many parts are done in all."""
+    for index in range(start, len(parts)):
+        try:
+            await send_one(parts[index])
+        except AdapterError as error:
+            error.parts_done = index
+            raise

@@ -36,6 +36,7 @@ from adapters.base import (
     OutsideWindow,
     RecipientUnreachable,
     RetryLater,
+    send_parts,
 )
 from adapters.messenger_render import MAX_PAYLOAD, Message, render
 from flows.vocab import (
@@ -501,14 +502,20 @@ class MessengerAdapter(Adapter):
         )
 
     async def send(
-        self, key: ConversationKey, message: Outbound, *, outbox_id: str | None = None
+        self,
+        key: ConversationKey,
+        message: Outbound,
+        *,
+        outbox_id: str | None = None,
+        start: int = 0,
     ) -> None:
-        """POST each rendered part to `/me/messages` in order. A failure raises at the part that
-        failed; earlier parts were delivered (a retry sends them again: at-least-once)."""
+        """POST the rendered parts from `start` on to `/me/messages`, in order; a failure says
+        how many parts are done (`AdapterError.parts_done`), so a retry never repeats one."""
         if key.channel is not Channel.MESSENGER:
             raise BadRequest(f"Kênh {key.channel.value} không phải Messenger.")
         page = self._page_of_district(key.district)
-        for body in self.render(message, outbox_id=outbox_id):
+
+        async def one(body: dict[str, Any]) -> None:
             await self._call(
                 "POST",
                 page,
@@ -519,6 +526,8 @@ class MessengerAdapter(Adapter):
                     "message": body,
                 },
             )
+
+        await send_parts(self.render(message, outbox_id=outbox_id), start, one)
 
     # --- Page setup (`loa webhook set`) ------------------------------------------------------
 

@@ -44,6 +44,7 @@ from adapters.base import (
     ConfigurationError,
     RecipientUnreachable,
     RetryLater,
+    send_parts,
 )
 from flows.vocab import (
     Attachment,
@@ -505,9 +506,11 @@ class TelegramAdapter(Adapter):
     def render(self, chat_id: int | str, message: Outbound) -> list[tuple[str, dict[str, Any]]]:
         return render(chat_id, message, keyboard=self._keyboard, media_url=self._media_url)
 
-    async def send(self, key: ConversationKey, message: Outbound) -> None:
-        for method, body in self.render(key.user_id, message):
-            await self.call(method, body)
+    async def send(self, key: ConversationKey, message: Outbound, *, start: int = 0) -> None:
+        async def one(call: tuple[str, dict[str, Any]]) -> None:
+            await self.call(*call)
+
+        await send_parts(self.render(key.user_id, message), start, one)
 
     async def answer_callback(self, callback_query_id: str, text: str | None = None) -> None:
         """Stop the client's spinner after an inline-keyboard tap."""

@@ -51,6 +51,7 @@ from adapters.base import (
     OutsideWindow,
     RecipientUnreachable,
     RetryLater,
+    send_parts,
 )
 from adapters.textsplit import fits, nfc, numbered, split_text
 from flows.schema import REF
@@ -876,15 +877,17 @@ class ZaloAdapter(Adapter):
             raise ConfigurationError(f"Đơn vị '{district}' chưa có Zalo OA nào được cấu hình.")
         return oa_id
 
-    async def send(self, key: ConversationKey, message: Outbound) -> None:
-        """Deliver every part of `message` in order. A failure after some parts were delivered
-        re-sends those parts on retry; callers needing per-part progress use `render` and
-        `send_message`."""
+    async def send(self, key: ConversationKey, message: Outbound, *, start: int = 0) -> None:
+        """Deliver the parts of `message` from `start` on, in order; a failure says how many
+        parts are done (`AdapterError.parts_done`), so a retry never repeats one."""
         parts = self.render(message)
         if not parts:
             raise BadRequest("Tin nhắn rỗng: không có chữ, ảnh hay tệp để gửi.")
-        for part in parts:
+
+        async def one(part: Mapping[str, Any]) -> None:
             await self.send_message(key, part)
+
+        await send_parts(parts, start, one)
 
     async def send_message(self, key: ConversationKey, message: Mapping[str, Any]) -> str:
         """POST one rendered `message` to the person; returns Zalo's message id."""

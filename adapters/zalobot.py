@@ -39,6 +39,7 @@ from adapters.base import (
     ConfigurationError,
     RecipientUnreachable,
     RetryLater,
+    send_parts,
 )
 from adapters.textsplit import fits, nfc, numbered, split_text
 from flows.schema import REF
@@ -321,12 +322,16 @@ class ZaloBotAdapter(Adapter):
     def render(self, message: Outbound) -> list[Call]:
         return render(message, media_url=self._media_url)
 
-    async def send(self, key: ConversationKey, message: Outbound) -> None:
+    async def send(self, key: ConversationKey, message: Outbound, *, start: int = 0) -> None:
         calls = self.render(message)
         if not calls:
             raise BadRequest("Tin nhắn rỗng: không có chữ, ảnh hay tệp để gửi.")
-        for method, body in calls:
+
+        async def one(call: Call) -> None:
+            method, body = call
             await self.call(method, {"chat_id": key.user_id, **body})
+
+        await send_parts(calls, start, one)
 
     async def call(self, method: str, body: Mapping[str, Any]) -> Any:
         """POST one Bot-API method; returns its `result` or raises an `AdapterError`."""

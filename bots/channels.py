@@ -288,13 +288,16 @@ class ByDistrict(Adapter):
     def parse(self, body: bytes) -> list[Inbound]:
         return []
 
-    async def send(self, key: ConversationKey, message: Outbound) -> None:
+    async def send(self, key: ConversationKey, message: Outbound, *, start: int = 0) -> None:
         adapter = self.by_district.get(key.district)
         if adapter is None:
             raise ConfigurationError(
                 f"Đơn vị '{key.district}' không có kênh {self.channel.value} nào được cấu hình."
             )
-        await adapter.send(key, message)
+        if start:
+            await adapter.send(key, message, start=start)  # type: ignore[call-arg]
+        else:
+            await adapter.send(key, message)
 
 
 def media_resolver(base_url: str) -> Callable[[str], str]:

@@ -123,9 +123,21 @@ class DeferReason(enum.Enum):
     @classmethod
     def of(cls, text: str) -> DeferReason:
         try:
-            return cls(text)
+            return cls(text.partition(":")[0])
         except ValueError:
             return cls.RETRY
+
+    def stored(self, parts_done: int = 0) -> str:
+        """The deferral's stored reason: this one, plus the parts of a multi-part message
+        already delivered (`retry:2`), so the retry resumes after them. The stores keep the
+        reason as an opaque word."""
+        return f"{self.value}:{parts_done}" if parts_done > 0 else self.value
+
+
+def parts_done(reason: str) -> int:
+    """The delivered parts a stored reason carries (`DeferReason.stored`); 0 when none."""
+    _, _, count = reason.partition(":")
+    return int(count) if count.isdigit() else 0
 
 
 @dataclass(frozen=True, slots=True)

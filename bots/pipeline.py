@@ -47,7 +47,7 @@ from adapters.base import (
     OutsideWindow,
     RetryLater,
 )
-from bots.delivery import WINDOWS, DeferReason, DeliveryPolicy, buckets, window_open
+from bots.delivery import WINDOWS, DeferReason, DeliveryPolicy, buckets, parts_done, window_open
 from bots.ratelimit import Limiter
 from bots.state import DUPLICATE
 from bots.state import Duplicate as _Duplicate
@@ -304,7 +304,7 @@ class Pipeline:
         self._timers: dict[ConversationKey, asyncio.TimerHandle] = {}
         self._wrote: dict[ConversationKey, datetime] = {}  # the person's last message, if known
         self._touched: dict[ConversationKey, datetime] = {}  # last inbound time written here
-        self._takes_outbox_id: dict[type, bool] = {}
+        self._takes: dict[type, tuple[bool, bool]] = {}  # adapter.send takes (outbox_id, start)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}:"
         self._sender_owner = f"{self._owner}sender"
         self._serial = itertools.count()
@@ -636,9 +636,9 @@ class Pipeline:
             if shared:
                 await store.outbox_done(key, owner, 0)
             return 0
-        attempts = 0
+        attempts = start = 0
         if deferral is not None:
-            attempts = deferral.attempts
+            attempts, start = deferral.attempts, parts_done(deferral.reason)
             hold = await self._hold(key, deferral, turn)
             if hold is not None:
                 self._backlog.add(key)
@@ -653,8 +653,8 @@ class Pipeline:
         sent = done = 0
         renew_at = time.monotonic() + lease / 2
         for item in items:
-            later = await self._send_item(adapter, key, item, attempts)
-            attempts = 0
+            later = await self._send_item(adapter, key, item, attempts, start)
+            attempts = start = 0
             if later is not None:
                 self._backlog.add(key)
                 if done:
@@ -696,15 +696,21 @@ class Pipeline:
         return window_open(key.channel, await lookup(key), now)
 
     async def _send_item(
-        self, adapter: Adapter, key: ConversationKey, item: OutboxItem, attempts: int
+        self,
+        adapter: Adapter,
+        key: ConversationKey,
+        item: OutboxItem,
+        attempts: int,
+        start: int = 0,
     ) -> Deferral | None:
         """Deliver one reply: None when finished with it (delivered, or failed for good and
-        recorded), else the deferral to store. Waits in place only for short delays."""
+        recorded), else the deferral to store. Waits in place only for short delays. `start`:
+        parts of it an earlier try delivered (a multi-part message resumes after them)."""
         message = decode_outbound(item.payload)
         policy = self.delivery
         if not await self._window_open(key):
             note = "Ngoài khung nhắn tin của nền tảng; chờ người dùng nhắn lại."
-            return Deferral(item.seq, attempts, math.inf, DeferReason.WINDOW.value, note)
+            return Deferral(item.seq, attempts, math.inf, DeferReason.WINDOW.stored(start), note)
         limited = buckets(adapter, key) if self.limiter is not None else None
         tries = 0
         while True:
@@ -713,16 +719,18 @@ class Pipeline:
                 if not grant.granted:
                     note = "Đang chờ theo giới hạn tốc độ gửi của kênh."
                     return Deferral(
-                        item.seq, attempts, time.time() + grant.wait, DeferReason.WAIT.value, note
+                        item.seq, attempts, time.time() + grant.wait,
+                        DeferReason.WAIT.stored(start), note,
                     )
                 if grant.wait > 0:
                     await asyncio.sleep(grant.wait)
             tries += 1
             try:
-                await self._call_send(adapter, key, message, item.seq)
+                await self._call_send(adapter, key, message, item.seq, start)
                 return None
             except (RetryLater, AuthExpired) as error:
                 attempts += 1
+                start = max(start, error.parts_done)
                 delay, reason = policy.retry(attempts, error, self._rng)
                 log.warning(
                     "conversation %s: reply %d not delivered (try %d, %s): %s; again in %.1f s",
@@ -731,10 +739,15 @@ class Pipeline:
                 if tries < policy.attempts and delay <= policy.max_wait:
                     await asyncio.sleep(delay)
                     continue
-                return Deferral(item.seq, attempts, time.time() + delay, reason.value, str(error))
+                return Deferral(
+                    item.seq, attempts, time.time() + delay, reason.stored(start), str(error)
+                )
             except OutsideWindow as error:
                 log.info("conversation %s: reply %d waits for the person: %s", key, item.seq, error)
-                return Deferral(item.seq, attempts, math.inf, DeferReason.WINDOW.value, str(error))
+                start = max(start, error.parts_done)
+                return Deferral(
+                    item.seq, attempts, math.inf, DeferReason.WINDOW.stored(start), str(error)
+                )
             except AdapterError as error:
                 # Final (unreachable, configuration, bad request): never retried, never silent.
                 log.error(
@@ -748,27 +761,30 @@ class Pipeline:
                 delay, _ = policy.retry(attempts, RetryLater(str(error)), self._rng)
                 log.exception("conversation %s: sending reply %d failed", key, item.seq)
                 return Deferral(
-                    item.seq, attempts, time.time() + delay, DeferReason.RETRY.value, repr(error)
+                    item.seq, attempts, time.time() + delay, DeferReason.RETRY.stored(start),
+                    repr(error),
                 )
 
     async def _call_send(
-        self, adapter: Adapter, key: ConversationKey, message: Outbound, seq: int
+        self, adapter: Adapter, key: ConversationKey, message: Outbound, seq: int, start: int
     ) -> None:
         """`adapter.send`, with the outbox id for adapters that mark their sends with it (the
-        Messenger metadata echoes carry back)."""
+        Messenger metadata echoes carry back) and the parts to skip for those that split."""
         kind = type(adapter)
-        takes = self._takes_outbox_id.get(kind)
+        takes = self._takes.get(kind)
         if takes is None:
             try:
-                takes = "outbox_id" in inspect.signature(adapter.send).parameters
+                names = inspect.signature(adapter.send).parameters
             except (TypeError, ValueError):
-                takes = False
-            self._takes_outbox_id[kind] = takes
+                names = {}  # type: ignore[assignment]
+            takes = self._takes[kind] = ("outbox_id" in names, "start" in names)
+        options: dict[str, Any] = {}
+        if takes[0]:
+            options["outbox_id"] = str(seq)
+        if start and takes[1]:
+            options["start"] = start
         try:
-            if takes:
-                await adapter.send(key, message, outbox_id=str(seq))  # type: ignore[call-arg]
-            else:
-                await adapter.send(key, message)
+            await adapter.send(key, message, **options)
         except Exception as error:
             if self.metrics is not None:
                 self.metrics.failed(key.channel, error)

@@ -62,7 +62,7 @@ def message(
     )
 
 
-async def queue_reply(store: Store, key: ConversationKey, *texts: str) -> list[int]:
+async def queue_reply(store: Store, key: ConversationKey, *texts: str | Outbound) -> list[int]:
     """Put replies in a conversation's outbox as an organiser's action would (a SYSTEM inbound
     handled without the engine); returns their outbox seqs."""
     system = Inbound(
@@ -72,7 +72,9 @@ async def queue_reply(store: Store, key: ConversationKey, *texts: str) -> list[i
     assert await store.accept(key, system.message_id, encode_inbound(system))
     claim = await store.claim(key, f"organiser-{next(_ids)}")
     assert claim is not None
-    payloads = [encode_outbound(Outbound(text)) for text in texts]
+    payloads = [
+        encode_outbound(text if isinstance(text, Outbound) else Outbound(text)) for text in texts
+    ]
     nxt, added = await store.commit_with_outbox(claim, claim.session, claim.items[-1].seq, payloads)
     assert nxt is None
     return [item.seq for item in added]

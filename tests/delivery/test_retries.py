@@ -137,3 +137,28 @@ async def test_a_deferred_reply_survives_the_process_and_another_sends_it(
     await eventually(lambda: len(sent_texts(tg)) == 1)
     await second.idle()
     assert sent_texts(tg) == ["Bạn gửi gì?"]
+
+
+async def test_a_multi_part_reply_resumes_after_the_parts_delivered(
+    rig: Rig, telegram: Any
+) -> None:
+    """Regression: a reply that takes two calls (the image, then its long text) failing at the
+    second part was sent again whole on retry, so the person got the image twice."""
+    tg, adapter, _ = telegram
+    pipeline = rig.pipeline(adapter, Channel.TELEGRAM)
+    long_text = "Hướng dẫn kích hoạt VNeID. " * 60  # beyond a caption: image, then text
+    tg.fail_next(429, retry_after=1, methods=("sendMessage",))
+    seqs = await queue_reply(
+        rig.store, TG, Outbound(long_text, image="https://example.vn/mau.png")
+    )
+    await pipeline.deliver(TG)
+    assert [p["photo"] for p in tg.sent("sendPhoto")] == ["https://example.vn/mau.png"]
+    sending = await rig.store.outbox_claim(TG, "", 0)
+    assert sending is not None and sending.deferral is not None
+    assert sending.deferral.seq == seqs[0]
+    assert DeferReason.of(sending.deferral.reason) is DeferReason.WAIT
+
+    await eventually(lambda: len(sent_texts(tg)) == 1)
+    await pipeline.idle()
+    assert len(tg.sent("sendPhoto")) == 1  # the image was not sent again
+    assert sent_texts(tg) == [long_text]
