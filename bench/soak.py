@@ -185,7 +185,7 @@ class Soak:
         profile = ["-m", "cProfile", "-o", prof] if self.args.profile else []
         self.processes.append(subprocess.Popen(
             [sys.executable, *profile, "-m", "bots.cli", "serve", "--port", str(self.port),
-             "--config", str(config)],
+             "--config", str(config), "--processes", str(self.args.processes)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         ))
 
@@ -297,10 +297,21 @@ class Soak:
                 self.lag.append(float(found.group(1)))
 
     def server_cpu(self) -> float:
-        """CPU seconds `loa serve` has used so far (user + system, from /proc)."""
-        pid = self.processes[1].pid
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds `loa serve` has used so far (user + system, from /proc): with
+        `--processes N`, the supervisor's and its children's."""
+        root = self.processes[1].pid
+        children = Path(f"/proc/{root}/task/{root}/children")
+        pids = [root]
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        ticks = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     async def replies(self, http: Any) -> list[tuple[float, str, str]]:
         async with http.get(f"http://127.0.0.1:{self.fake_port}/stats") as response:
@@ -412,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None, help="records (default: SQLite)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", action="store_true", help="cProfile loa serve (serve.prof)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="loa serve --processes (one port, SO_REUSEPORT)"
+    )
     parser.add_argument("--fake-telegram", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fake_telegram is not None:
