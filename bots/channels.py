@@ -288,6 +288,11 @@ class ByDistrict(Adapter):
     def parse(self, body: bytes) -> list[Inbound]:
         return []
 
+    def handles(self, key: ConversationKey) -> bool:
+        """Whether this process has the district's credentials for the channel (the pipeline
+        leaves other districts' replies to the process that has them, on a shared store)."""
+        return key.district in self.by_district
+
     async def send(self, key: ConversationKey, message: Outbound, *, start: int = 0) -> None:
         adapter = self.by_district.get(key.district)
         if adapter is None:

@@ -589,6 +589,13 @@ class Pipeline:
         if adapter is None:
             log.error("conversation %s: no adapter for channel %s; outbox kept", key, key.channel)
             return 0
+        handles = getattr(adapter, "handles", None)
+        if handles is not None and not self.exclusive and not handles(key):
+            # A process sharing this store serves that district's bot (e.g. the PTB bridge,
+            # bots/ptb_bridge.py): its sweep sends these replies; failing them here as a
+            # configuration error would drop them.
+            log.info("conversation %s: its channel is served by another process", key)
+            return 0
         sender = self._sending.get(key)
         if sender is not None:
             # This conversation's sender runs here already: it reads the outbox once more.

@@ -39,3 +39,31 @@ async def test_two_senders_share_the_work_without_duplicates(rig: Rig, open_stat
     for pipeline in (first, second):
         await pipeline.idle()
     assert platform.texts() == ["một", "hai", "ba", "bốn", "năm"]
+
+
+async def test_a_district_served_by_another_process_is_left_to_it(
+    rig: Rig, open_state: Open
+) -> None:
+    """Regression: a `loa serve` whose Telegram bots do not include a district's (that district
+    runs the PTB bridge on the same Redis) failed that district's replies for good as a
+    configuration error when its sweep found them; now it leaves them to the process that has
+    the district's bot."""
+    from bots.channels import ByDistrict
+
+    other = ConversationKey("khac", Channel.TELEGRAM, "700000002")
+    ours, theirs = Recorder(), Recorder()
+    serve = rig.pipeline(ByDistrict(Channel.TELEGRAM, {"thu": ours}), Channel.TELEGRAM,
+                         exclusive=False)
+    bridge = rig.pipeline(ByDistrict(Channel.TELEGRAM, {"khac": theirs}), Channel.TELEGRAM,
+                          store=await open_state(), exclusive=False)
+    await queue_reply(rig.store, other, "Chào bạn ở đơn vị khác")
+    await queue_reply(rig.store, KEY, "Chào bạn")
+    assert await serve.deliver(other) == 0
+    assert await serve.deliver(KEY) == 1
+    sending = await rig.store.outbox_claim(other, "", 0)
+    assert sending is not None and [i.seq for i in sending.items] != []  # still waiting
+    await bridge.recover()
+    await eventually(lambda: len(theirs.sent) == 1)
+    await bridge.idle()
+    assert theirs.texts() == ["Chào bạn ở đơn vị khác"]
+    assert ours.texts() == ["Chào bạn"]
