@@ -19,6 +19,7 @@ hand an `Inbound` to the pipeline (which stores it durably before we answer) and
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -418,10 +419,15 @@ async def serve(
     drain, stores close). `ready` receives the URL once the socket listens. `reuse_port`: other
     `loa serve` processes of the deployment listen on the same port (bots/supervisor.py)."""
     app = build_app(runtime)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=10)
     await runner.setup()  # starts the runtime (cleanup_ctx)
+    # Everything loaded at start-up (flows, SQLAlchemy and aiogram models, compiled machines)
+    # lives as long as the process: out of the collector's sight, a full collection no longer
+    # walks it, which had paused the loop (and webhook acknowledgements) for a tenth of a second.
+    gc.collect()
+    gc.freeze()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=10, reuse_port=reuse_port or None)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         bound = port
         for address in runner.addresses:  # the port the system picked when asked for 0
