@@ -11,11 +11,26 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 
 from bots.runtime import FlowsInvalid, Runtime
-from bots.settings import SettingsError, load
+from bots.settings import Settings, SettingsError, load
 
 log = logging.getLogger("loa.serve")
+
+
+def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed and not turned off (LOA_UVLOOP=0): the same asyncio API with the
+    loop, sockets and timers in C (the soak: 2.85 → 2.63 ms of server CPU per message).
+    None: the standard loop."""
+    if not settings.uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:  # not installed (Windows has none): the standard loop serves as well
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def main(args: argparse.Namespace) -> int:
@@ -71,9 +86,13 @@ def main(args: argparse.Namespace) -> int:
     from bots.server import serve
 
     try:
-        asyncio.run(
-            serve(runtime, settings.host, settings.port, ready, reuse_port=settings.processes > 1)
-        )
+        with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
+            runner.run(
+                serve(
+                    runtime, settings.host, settings.port, ready,
+                    reuse_port=settings.processes > 1,
+                )
+            )
     except OSError as error:
         print(f"Không mở được máy chủ tại {settings.host}:{settings.port}: {error}",
               file=sys.stderr)

@@ -66,6 +66,7 @@ class Settings:
     # Set by the supervising `loa serve` for each process it starts (LOA_PROCESS_INDEX); None
     # for a lone process. Only process 0 runs the deployment-wide jobs (bots.channels).
     process_index: int | None = None
+    uvloop: bool = True  # run `loa serve` on uvloop when installed (LOA_UVLOOP=0: standard loop)
 
     @property
     def runs_singletons(self) -> bool:
@@ -196,6 +197,7 @@ def from_env(env: Mapping[str, str] | None = None, *, create_dirs: bool = True) 
         handover_timeout=_float(env, "LOA_HANDOVER_TIMEOUT", 7200.0),
         processes=_int(env, "LOA_PROCESSES", 1),
         process_index=_index(env),
+        uvloop=(env.get("LOA_UVLOOP") or "1").strip().lower() not in ("0", "false", "no", "off"),
     )
 
 

@@ -47,3 +47,31 @@ def test_environment_and_command_line(tmp_path: Path) -> None:
 def test_bad_values_are_refused_in_vietnamese(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(SettingsError, match="cần"):
         from_env({"LOA_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_serve_runs_on_uvloop_unless_turned_off(tmp_path: Path) -> None:
+    import uvloop
+
+    from bots.serve import event_loop_factory
+
+    on = from_env({"LOA_DATA_DIR": str(tmp_path)})
+    factory = event_loop_factory(on)
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    off = from_env({"LOA_DATA_DIR": str(tmp_path), "LOA_UVLOOP": "0"})
+    assert event_loop_factory(off) is None
+
+
+def test_processes_setting_and_index(tmp_path: Path) -> None:
+    settings = from_env({"LOA_DATA_DIR": str(tmp_path), "LOA_PROCESSES": "3"})
+    assert (settings.processes, settings.process_index, settings.runs_singletons) == (3, None, True)
+    child = from_env(
+        {"LOA_DATA_DIR": str(tmp_path), "LOA_PROCESSES": "3", "LOA_PROCESS_INDEX": "2"}
+    )
+    assert (child.process_index, child.runs_singletons) == (2, False)
+    with pytest.raises(SettingsError, match="LOA_PROCESS_INDEX"):
+        from_env({"LOA_DATA_DIR": str(tmp_path), "LOA_PROCESS_INDEX": "một"})
