@@ -126,10 +126,13 @@ return string.format('%.3f', wait)
 class RedisLimiter:
     """Buckets in Redis, shared by every process with the same key prefix."""
 
-    def __init__(self, client: Any, prefix: str = "loa:") -> None:
+    def __init__(self, client: Any, prefix: str = "loa:", runner: Any = None) -> None:
         self.client = client
         self.prefix = prefix
         self._reserve = client.register_script(RESERVE)
+        # The store's ScriptRunner when given (bots/state/batching.py): reservations of many
+        # conversations then share its round trips.
+        self._runner = runner
 
     def key(self, group: str, suffix: str = "") -> str:
         return f"{self.prefix}rl:{{{quote(group, safe=':')}}}{quote(suffix, safe=':')}"
@@ -139,7 +142,10 @@ class RedisLimiter:
         args: list[Any] = [_ms(max_wait)]
         for _, rate in buckets:
             args += [_ms(rate.interval), _ms(rate.tolerance)]
-        raw = await self._reserve(keys=keys, args=args)
+        if self._runner is not None:
+            raw = await self._runner(self._reserve, keys, args)
+        else:
+            raw = await self._reserve(keys=keys, args=args)
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         refused = text.startswith("-")
         return Grant(not refused, float(text.lstrip("-")) / 1000)
@@ -154,7 +160,9 @@ def limiter_for(store: Any) -> Limiter:
     """A Redis limiter sharing the Redis store's client and prefix; else an in-process one."""
     client = getattr(store, "client", None)
     if client is not None and "redis" in type(store).__module__:
-        return RedisLimiter(client, getattr(store, "prefix", "loa:"))
+        return RedisLimiter(
+            client, getattr(store, "prefix", "loa:"), getattr(store, "scripts", None)
+        )
     return LocalLimiter()
 
 

@@ -41,6 +41,7 @@ from bots.state import (
     conversation_id,
     parse_conversation_id,
 )
+from bots.state.batching import ScriptRunner
 from bots.state.protocol import Claim, Deferral, OutboxItem, Pending, Sending, StaleClaim
 from flows.vocab import ConversationKey
 
@@ -308,6 +309,7 @@ class RedisStore:
         self.ttl_ms = max(1, round(session_ttl * 1000))
         self.window_bytes = dedupe_window * DIGEST_SIZE
         self._owns_client = owns_client
+        self.scripts = ScriptRunner(client)  # one round trip for the calls of a loop iteration
         self._accept = client.register_script(ACCEPT)
         self._claim = client.register_script(CLAIM)
         self._accept_and_claim = client.register_script(ACCEPT_AND_CLAIM)
@@ -363,7 +365,7 @@ class RedisStore:
         conv, inbox, _ = self.keys(key)
         mid = message_id.encode()
         args = (_digest(mid), mid, payload, self.ttl_ms, self.window_bytes)
-        return bool(await self._accept(keys=(conv, inbox), args=args))
+        return bool(await self.scripts(self._accept, (conv, inbox), args))
 
     async def accept_and_claim(
         self, key: ConversationKey, message_id: str, payload: bytes, owner: str
@@ -371,14 +373,14 @@ class RedisStore:
         conv, inbox, _ = self.keys(key)
         mid = message_id.encode()
         args = (_digest(mid), mid, payload, self.ttl_ms, self.window_bytes, owner, self.lease_ms)
-        reply = await self._accept_and_claim(keys=(conv, inbox), args=args)
+        reply = await self.scripts(self._accept_and_claim, (conv, inbox), args)
         if reply[0] == 3:
             return DUPLICATE
         return self._claim_from(key, owner, reply)
 
     async def claim(self, key: ConversationKey, owner: str) -> Claim | None:
         conv, inbox, _ = self.keys(key)
-        reply = await self._claim(keys=(conv, inbox), args=(owner, self.lease_ms, self.ttl_ms))
+        reply = await self.scripts(self._claim, (conv, inbox), (owner, self.lease_ms, self.ttl_ms))
         return self._claim_from(key, owner, reply)
 
     @staticmethod
@@ -407,7 +409,7 @@ class RedisStore:
             self.ttl_ms,
         ]
         args.extend(outbox)
-        reply = await self._commit(keys=keys, args=args)
+        reply = await self.scripts(self._commit, keys, args)
         status = reply[0]
         if status == 0:
             raise StaleClaim(str(claim.key))
@@ -420,7 +422,7 @@ class RedisStore:
 
     async def release(self, claim: Claim) -> None:
         conv, _, _ = self.keys(claim.key)
-        await self._release(keys=(conv,), args=(claim.owner,))
+        await self.scripts(self._release, (conv,), (claim.owner,))
 
     async def outbox_read(self, key: ConversationKey, after_seq: int = 0) -> list[OutboxItem]:
         _, _, outbox = self.keys(key)
@@ -435,7 +437,7 @@ class RedisStore:
 
     async def outbox_ack(self, key: ConversationKey, upto_seq: int) -> None:
         _, _, outbox = self.keys(key)
-        await self._outbox_ack(keys=(outbox,), args=(upto_seq,))
+        await self.scripts(self._outbox_ack, (outbox,), (upto_seq,))
 
     # -- the sender's additions ------------------------------------------------------------
 
@@ -447,7 +449,7 @@ class RedisStore:
 
     async def outbox_claim(self, key: ConversationKey, owner: str, lease: float) -> Sending | None:
         lease_ms = max(1, round(lease * 1000)) if lease > 0 else 0
-        reply = await self._outbox_claim(keys=self.sender_keys(key), args=(owner, lease_ms))
+        reply = await self.scripts(self._outbox_claim, self.sender_keys(key), (owner, lease_ms))
         if reply[0] == 0:
             return None
         items = []
@@ -463,11 +465,12 @@ class RedisStore:
         self, key: ConversationKey, owner: str, upto_seq: int, lease: float = 0.0
     ) -> None:
         lease_ms = max(1, round(lease * 1000)) if lease > 0 else 0
-        await self._outbox_done(keys=self.sender_keys(key), args=(owner, upto_seq, lease_ms))
+        await self.scripts(self._outbox_done, self.sender_keys(key), (owner, upto_seq, lease_ms))
 
     async def outbox_defer(self, key: ConversationKey, owner: str, deferral: Deferral) -> None:
-        await self._outbox_defer(
-            keys=self.sender_keys(key), args=(owner, deferral.seq, _deferral_text(deferral))
+        await self.scripts(
+            self._outbox_defer, self.sender_keys(key),
+            (owner, deferral.seq, _deferral_text(deferral)),
         )
 
     async def outbox_due(self, now: float) -> list[ConversationKey]:
