@@ -2,10 +2,10 @@
 
 redis-py spends ~100–130 µs of CPU on every command it sends (pool checkout, packing, a socket
 write, waking the caller), several times what Redis spends running a Loa script. Under load
-many conversations call scripts at the same moment, so `ScriptRunner` queues the calls made
+many conversations call scripts at the same moment, so `ScriptRunner` gathers the calls made
 during one event-loop iteration and sends them as one pipeline (no MULTI: each script is atomic
-on its own, and they touch different conversations) on the next iteration: one pool checkout,
-one write, one read for the lot. A lone call costs one loop iteration more, nothing else.
+on its own, and they touch different conversations): one pool checkout, one write, one read for
+the lot. A lone call costs one loop iteration more, nothing else.
 
 A script the server does not know (Redis restarted and lost its script cache) is run again on
 its own through redis-py's `AsyncScript`, which loads it. A connection error fails every call of
@@ -18,55 +18,57 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError, NoScriptError
 
-MAX_BATCH = 512  # calls in one pipeline; more wait for the next
+Call = tuple[Any, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 
 class ScriptRunner:
+    """The first caller of an iteration leads: it lets the loop run once, takes every call
+    queued meanwhile and runs them with its own in one pipeline; the others wait for their
+    result. A lone call then costs one loop iteration and no task or pipeline."""
+
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._queue: list[tuple[Any, Sequence[Any], Sequence[Any], asyncio.Future[Any]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._joining: list[Call] | None = None  # the calls joining the current leader's batch
+        self._orphans: set[asyncio.Task[None]] = set()  # batches whose leader was cancelled
 
     async def __call__(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """`await script(keys=keys, args=args)`, batched with this iteration's other calls."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((script, keys, args, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return await future
+        if self._joining is not None:  # a leader is gathering: join its batch
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._joining.append((script, keys, args, future))
+            return await future
+        joining: list[Call] = []
+        self._joining = joining
+        try:
+            await asyncio.sleep(0)  # this iteration's other calls join
+        except asyncio.CancelledError:
+            self._joining = None
+            if joining:  # the others still need their round trip
+                task = asyncio.get_running_loop().create_task(self._run(joining))
+                self._orphans.add(task)
+                task.add_done_callback(self._orphans.discard)
+            raise
+        self._joining = None
+        if not joining:
+            return await script(keys=keys, args=args)
+        mine: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._run([(script, keys, args, mine), *joining])
+        return mine.result()
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-        if self._queue:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(
-        self, batch: list[tuple[Any, Sequence[Any], Sequence[Any], asyncio.Future[Any]]]
-    ) -> None:
-        if len(batch) == 1:
-            script, keys, args, future = batch[0]
-            try:
-                result = await script(keys=keys, args=args)
-            except Exception as error:
-                _fail(future, error)
-            else:
-                _settle(future, result)
-            return
+    async def _run(self, batch: list[Call]) -> None:
+        """Run the batch in one pipeline, settling every call's future (never raises)."""
         pipe = self.client.pipeline(transaction=False)
         for script, keys, args, _ in batch:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         try:
             results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            error = ConnectionError("the batch's leader was cancelled mid-call")
+            for *_, future in batch:
+                _fail(future, error)
+            raise
         except Exception as error:  # the connection: every call of the batch failed
             for *_, future in batch:
                 _fail(future, error)

@@ -76,3 +76,19 @@ async def test_a_lost_connection_fails_every_call_of_the_batch() -> None:
     await dead.aclose()
     with pytest.raises(redis.exceptions.ConnectionError):
         await runner(script, ["z"], [1])  # a lone call fails the same way
+
+
+async def test_a_leader_cancelled_while_gathering_still_runs_the_others(
+    redis_client: redis.asyncio.Redis, redis_prefix: str
+) -> None:
+    runner = ScriptRunner(redis_client)
+    incr = redis_client.register_script(INCR)
+    await incr(keys=[f"{redis_prefix}warm"], args=[0])
+    leader = asyncio.ensure_future(runner(incr, [f"{redis_prefix}l"], [1]))
+    follower = asyncio.ensure_future(runner(incr, [f"{redis_prefix}f"], [5]))
+    await asyncio.sleep(0)  # the leader is gathering, the follower has joined it
+    assert runner._joining is not None and len(runner._joining) == 1
+    leader.cancel()
+    assert await follower == 5
+    with pytest.raises(asyncio.CancelledError):
+        await leader
