@@ -206,6 +206,22 @@ class Soak:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"not ready: {url}")
                 await asyncio.sleep(0.1)
+        # With --processes N, every process must listen before traffic starts: connections
+        # opened earlier would all stay (keep-alive) with the first one up.
+        import aiohttp
+
+        seen: set[int] = set()
+        fresh = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=fresh) as probe:
+            while len(seen) < self.args.processes:
+                try:
+                    async with probe.get(f"http://127.0.0.1:{self.port}/healthz") as response:
+                        seen.add(int((await response.json()).get("process", 0)))
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"only processes {sorted(seen)} answered")
+                await asyncio.sleep(0.05)
 
     def stop(self) -> None:
         for process in reversed(self.processes):  # the server first, then the fake it calls
