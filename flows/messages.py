@@ -33,7 +33,7 @@ HELP = (
 )
 CANCELLED = "Đã dừng phần đang làm. Khi nào cần, bạn gõ “menu” để bắt đầu lại nhé."
 WAY_OUT = (
-    "Có vẻ câu hỏi này đang làm khó bạn. Bạn có thể trả lời lại, bấm “Menu” để về màn hình "
+    "Có vẻ câu hỏi này đang làm khó bạn. Bạn có thể trả lời lại, chọn “Menu” để về màn hình "
     "chính hoặc “Trợ giúp” để xem hướng dẫn."
 )
 DELETE_CONFIRM = (
