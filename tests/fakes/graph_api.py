@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.base import FakeServer
+
 VERSION = "v25.0"
 
 # name → (HTTP status, Graph `error` object); shapes as Meta sends them.
@@ -192,7 +194,7 @@ def check_message(message: Any) -> str | None:
     return None
 
 
-class FakeGraphApi:
+class FakeGraphApi(FakeServer):
     def __init__(self, tokens: Iterable[str] = (), app_secret: str | None = None) -> None:
         """`tokens`: the valid Page tokens (empty: any token passes). `app_secret`: when given,
         `appsecret_proof` must be HMAC-SHA256(app secret, token) as Meta checks it."""
@@ -206,8 +208,6 @@ class FakeGraphApi:
         self._script: deque[_Scripted] = deque()
         self._mids = itertools.count(1)
         self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -240,31 +240,14 @@ class FakeGraphApi:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> FakeGraphApi:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(f"/{VERSION}/me/messages", self._messages)
         app.router.add_post(f"/{VERSION}/me/messenger_profile", self._profile)
         app.router.add_post(f"/{VERSION}/{{page_id}}/subscribed_apps", self._subscribe)
         app.router.add_get(f"/{VERSION}/{{page_id}}/subscribed_apps", self._subscriptions)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
 
-    async def close(self) -> None:
-        self._closing.set()  # release delayed handlers so shutdown does not wait for them
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeGraphApi:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def on_close(self) -> None:
+        self._closing.set()
 
     # --- handlers ----------------------------------------------------------------------------
 

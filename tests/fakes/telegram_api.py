@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.base import FakeServer
+
 DESCRIPTIONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -123,7 +125,9 @@ def check_call(method: str, params: dict[str, Any]) -> str | None:
     return None
 
 
-class FakeTelegramApi:
+class FakeTelegramApi(FakeServer):
+    client_max_size = 60 * 2**20  # uploads of local media
+
     def __init__(self, token: str = "123456789:FAKE-telegram-token_0001") -> None:
         self.token = token
         self.bot_id = int(token.split(":", 1)[0])
@@ -139,8 +143,6 @@ class FakeTelegramApi:
         self._script: deque[_Scripted] = deque()
         self._ids = itertools.count(1)
         self.confirmed_below = 0  # the highest offset a getUpdates call has confirmed
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -175,29 +177,12 @@ class FakeTelegramApi:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> FakeTelegramApi:
-        app = web.Application(client_max_size=60 * 2**20)
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._call)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
 
-    async def close(self) -> None:
+    def on_close(self) -> None:
         self._arrived.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeTelegramApi:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # --- handlers --------------------------------------------------------------------------
 

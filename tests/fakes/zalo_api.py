@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests.fakes.base import FakeServer
+
 MESSAGE_PATH = "/v3.0/oa/message/cs"
 TOKEN_PATH = "/v4/oa/access_token"
 
@@ -129,7 +131,7 @@ def check_message(message: Any) -> str | None:
     return None
 
 
-class FakeZaloApi:
+class FakeZaloApi(FakeServer):
     def __init__(self, app_id: str = "1111111111111111111", app_secret: str = "fake-app-secret"):
         self.app_id = app_id
         self.app_secret = app_secret
@@ -141,8 +143,6 @@ class FakeZaloApi:
         self._script: dict[str, deque[_Scripted]] = {MESSAGE_PATH: deque(), TOKEN_PATH: deque()}
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     @property
     def oauth_url(self) -> str:
@@ -207,29 +207,12 @@ class FakeZaloApi:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> FakeZaloApi:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(MESSAGE_PATH, self._message)
         app.router.add_post(TOKEN_PATH, self._token)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
 
-    async def close(self) -> None:
-        self._closing.set()  # release delayed handlers so shutdown does not wait for them
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeZaloApi:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def on_close(self) -> None:
+        self._closing.set()
 
     # --- handlers ----------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.base import FakeServer
+
 DESCRIPTIONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -83,7 +85,7 @@ def check_call(method: str, body: Any) -> str | None:
     return None
 
 
-class FakeZaloBotApi:
+class FakeZaloBotApi(FakeServer):
     METHODS = ("sendMessage", "sendPhoto", "sendSticker", "sendChatAction", "getMe")
     WEBHOOK_METHODS = ("setWebhook", "deleteWebhook", "getWebhookInfo")
 
@@ -97,8 +99,6 @@ class FakeZaloBotApi:
         self._script: deque[_Scripted] = deque()
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     # --- scripting ---------------------------------------------------------------------------
 
@@ -125,28 +125,11 @@ class FakeZaloBotApi:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> FakeZaloBotApi:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/bot{token}/{method}", self._call)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
 
-    async def close(self) -> None:
+    def on_close(self) -> None:
         self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeZaloBotApi:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # --- handler -----------------------------------------------------------------------------
 
