@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import unicodedata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -43,9 +41,9 @@ from adapters.zalo import (
     verifier_page,
 )
 from flows.vocab import Channel, Choice, ConversationKey, InboundKind, Outbound
+from tests.adapters.platform_fixtures import event, header, raw
 from tests.fakes.zalo_api import FakeZaloApi
 
-REPO = Path(__file__).resolve().parents[2]
 APP_ID = "1111111111111111111"
 OA_SECRET = "FakeOaSecretKey0000000"
 APP_SECRET = "fake-app-secret"
@@ -67,30 +65,6 @@ FIXTURES = [
 ]
 
 
-def _fixtures_dir() -> Path:
-    for candidate in (
-        os.environ.get("LOA_FIXTURES"),
-        REPO / "tests" / "fixtures",
-        REPO.parent / "shared" / "fixtures",
-    ):
-        if candidate and (Path(candidate) / "zalo_user_send_text.json").is_file():
-            return Path(candidate)
-    pytest.skip("Zalo webhook fixtures not found (set LOA_FIXTURES)")
-
-
-def raw(name: str) -> bytes:
-    return (_fixtures_dir() / name).read_bytes()
-
-
-def event(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(raw(name))
-    return data
-
-
-def header(name: str) -> dict[str, str]:
-    signatures = json.loads((_fixtures_dir() / "signatures.json").read_text("utf-8"))
-    headers: dict[str, str] = signatures["headers"][name]
-    return headers
 
 
 class Tokens:

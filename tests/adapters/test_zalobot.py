@@ -4,11 +4,9 @@ buttons, sending against a local fake Bot API."""
 from __future__ import annotations
 
 import json
-import os
 import unicodedata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,9 +22,9 @@ from adapters.base import (
 from adapters.textsplit import units
 from adapters.zalobot import MAX_TEXT, ZaloBotAdapter, render
 from flows.vocab import Channel, Choice, ConversationKey, InboundKind, Outbound
+from tests.adapters.platform_fixtures import event, header, raw
 from tests.fakes.zalobot_api import FakeZaloBotApi
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "fake-zalobot-secret-0001"
 TOKEN = "1234567890:fake-zalobot-token"
 DISTRICT = "tan-phu"
@@ -42,30 +40,6 @@ FIXTURES = [
 ]
 
 
-def _fixtures_dir() -> Path:
-    for candidate in (
-        os.environ.get("LOA_FIXTURES"),
-        REPO / "tests" / "fixtures",
-        REPO.parent / "shared" / "fixtures",
-    ):
-        if candidate and (Path(candidate) / "zalobot_text.json").is_file():
-            return Path(candidate)
-    pytest.skip("Zalo Bot webhook fixtures not found (set LOA_FIXTURES)")
-
-
-def raw(name: str) -> bytes:
-    return (_fixtures_dir() / name).read_bytes()
-
-
-def event(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(raw(name))
-    return data
-
-
-def header(name: str) -> dict[str, str]:
-    signatures = json.loads((_fixtures_dir() / "signatures.json").read_text("utf-8"))
-    headers: dict[str, str] = signatures["headers"][name]
-    return headers
 
 
 def bot(**kwargs: Any) -> ZaloBotAdapter:
