@@ -349,3 +349,42 @@ async def test_evidence_keeps_the_decoded_qr_and_perceptual_hash(
         item = await session.scalar(select(EvidenceItem))
         assert item is not None
         assert (item.qr_payload, item.perceptual_hash) == (qr, "c3c3e1e1f0f07878")
+
+
+async def test_answers_saved_to_the_profile_of_someone_known(
+    db: Database, records: Records
+) -> None:
+    """The commonest turn (only FieldSaved) is one statement on PostgreSQL; on every backend it
+    merges the profile, fills the indexed columns, brings back someone whose data was deleted,
+    and a replay of the same inbound writes nothing."""
+    from sqlalchemy import event as sa_event
+
+    await records.apply(AN, "mid.1", _registration(), T0)  # someone new: the general path
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements.append(statement)
+
+    async with db.sessions() as session, session.begin():
+        participant = await session.scalar(select(Participant))
+        assert participant is not None
+        participant.deleted_at = T0  # as after "xóa dữ liệu của tôi", before they answer again
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        later = T0 + timedelta(minutes=3)
+        await records.apply(
+            AN, "mid.2", [FieldSaved("ho_ten", "Nguyễn Văn Ân"), FieldSaved("lop", "12A1")], later
+        )
+        if db.engine.dialect.name == "postgresql":
+            assert len(statements) == 1, statements
+        await records.apply(AN, "mid.2", [FieldSaved("ho_ten", "Người khác")], later)  # replay
+    finally:
+        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    async with db.reads() as session:
+        participant = await session.scalar(select(Participant))
+    assert participant is not None
+    assert participant.profile["ho_ten"] == "Nguyễn Văn Ân"
+    assert participant.profile["lop"] == "12A1"
+    assert participant.profile["email"] == "an.nguyen@gmail.com"  # earlier answers kept
+    assert participant.name == "Nguyễn Văn Ân" and participant.deleted_at is None
+    assert await _count(db, ProcessedInbound) == 2
