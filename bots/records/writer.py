@@ -29,6 +29,7 @@ Decisions (docs/state.md):
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from functools import cache
@@ -529,8 +530,21 @@ async def _save_fields_at_once(
             columns["phone"] = event.value
         elif event.name in EMAIL_FIELDS:
             columns["email"] = event.value
-    sets = ", ".join(f"{column} = :{column}" for column in columns)
-    statement = text(
+    statement = _fields_statement(tuple(sorted(columns)))
+    params = {
+        "district": key.district, "channel": key.channel, "user_id": key.user_id,
+        "conversation": conversation, "inbound_id": inbound_id, "now": now,
+        "patch": json.dumps(patch, ensure_ascii=False), **columns,
+    }
+    async with _autocommit(engine).connect() as connection:
+        return (await connection.execute(statement, params)).first() is not None
+
+
+@cache
+def _fields_statement(columns: tuple[str, ...]) -> Any:
+    """`_save_fields_at_once`'s statement for the indexed columns it sets, built once."""
+    sets = "".join(f"{column} = :{column}, " for column in columns)
+    return text(
         "WITH who AS (SELECT participant_id FROM channel_identities"
         " WHERE district = :district AND channel = :channel AND user_id = :user_id),"
         " first AS (INSERT INTO processed_inbound (conversation, inbound_id, processed_at)"
@@ -538,20 +552,25 @@ async def _save_fields_at_once(
         " ON CONFLICT DO NOTHING RETURNING 1)"
         " UPDATE participants SET"
         " profile = (CAST(profile AS jsonb) || CAST(:patch AS jsonb))::json,"
-        f" {sets + ', ' if sets else ''}deleted_at = NULL, purged_at = NULL, updated_at = :now"
+        f" {sets}deleted_at = NULL, purged_at = NULL, updated_at = :now"
         " FROM who WHERE participants.id = who.participant_id AND EXISTS (SELECT 1 FROM first)"
         " RETURNING participants.id"
     ).bindparams(
         bindparam("now", type_=Participant.__table__.c.updated_at.type),
         bindparam("channel", type_=ChannelIdentity.__table__.c.channel.type),
     )
-    params = {
-        "district": key.district, "channel": key.channel, "user_id": key.user_id,
-        "conversation": conversation, "inbound_id": inbound_id, "now": now,
-        "patch": json.dumps(patch, ensure_ascii=False), **columns,
-    }
-    async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
-        return (await connection.execute(statement, params)).first() is not None
+
+
+_AUTOCOMMIT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _autocommit(engine: Any) -> Any:
+    """The engine without transactions (single statements that are atomic on their own), made
+    once per engine: building it per call cost more than the statement."""
+    found = _AUTOCOMMIT.get(engine)
+    if found is None:
+        found = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return found
 
 
 async def _first_time(
@@ -593,7 +612,7 @@ async def touch_identity(
     }
     engine = session_factory.kw["bind"]
     if engine.dialect.name == "postgresql":
-        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        async with _autocommit(engine).connect() as conn:
             if (await conn.execute(_touch_statements()[1], params)).first() is not None:
                 return
     else:
