@@ -565,7 +565,17 @@ class _Checker:
                        did_you_mean(self.bundle.menu, self.flows)
                        or f"các kịch bản: {_list(self.flows)}")
         refs_by_owner: dict[int, dict[str, NodePath]] = {}
+        slugs: dict[str, NodePath] = {}
         for path, node, owner in self._org_nodes():
+            # A unit's code names it everywhere (deep links, participants' unit, reports,
+            # organiser accounts): two units with one code in two branches would be confused.
+            slug = str(path[-1])
+            first_use = slugs.setdefault(slug, path)
+            if first_use is not path:
+                parent = str(path[-3]) if len(path) > 3 else "moi"
+                self.error(path, f"mã đơn vị '{slug}' đã dùng ở dòng {self.line_of(first_use)}",
+                           "mỗi đơn vị cần một mã riêng trong cả tệp, VD: thêm tên quận/huyện "
+                           f"vào mã ({slug}-{parent})", key=True)
             if node.menu is not None and node.menu not in self.flows:
                 self.error((*path, "menu"), f"không có kịch bản nào tên '{node.menu}'",
                            did_you_mean(node.menu, self.flows)
