@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import socket
 import uuid
@@ -15,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bots.records.db import Database, default_url, open_database
+from tests.required import STRICT, missing
 
 PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -33,8 +35,29 @@ def _postgres_reason() -> str | None:
 
 POSTGRES_UNAVAILABLE = _postgres_reason()
 # PostgreSQL joins the parametrisation only when it can run; tests/records'
-# test_postgres_is_covered reports the reason once instead of one skip per test.
-BACKENDS = ["sqlite"] if POSTGRES_UNAVAILABLE else ["sqlite", "postgresql"]
+# PostgreSQL joins the parametrisation when it can run (always in CI, where its absence fails);
+# elsewhere test_postgres_is_covered reports the reason once instead of one skip per test.
+BACKENDS = ["sqlite", "postgresql"] if STRICT or not POSTGRES_UNAVAILABLE else ["sqlite"]
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres(prefix: str = "loa_test") -> AsyncIterator[str]:
+    """A PostgreSQL database created for the caller (a unique name) and dropped after it;
+    nothing else is ever dropped. Skipped here, failed in CI, without a server."""
+    if POSTGRES_UNAVAILABLE:
+        missing(POSTGRES_UNAVAILABLE)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        finally:
+            async with admin.connect() as connection:
+                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -43,16 +66,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield default_url(tmp_path / "data")
         return
-    name = f"loa_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    async with fresh_postgres() as url:
+        yield url
 
 
 @pytest.fixture

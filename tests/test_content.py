@@ -40,6 +40,7 @@ from flows.schema import (
     step_kind,
 )
 from flows.text import Command, fold, match_command
+from tests.required import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = ROOT / "flows.yaml"
@@ -121,8 +122,6 @@ def test_flows_yaml_loads_without_problems() -> None:
     assert "hoa-thanh" in tan_phu.children
 
 
-@pytest.mark.skipif(importlib.util.find_spec("flows.check") is None,
-                    reason="flows.check is not written yet")
 def test_loa_check_passes() -> None:
     check = importlib.import_module("flows.check")
     out, err = io.StringIO(), io.StringIO()
@@ -324,7 +323,7 @@ def test_sample_images_are_what_the_script_draws(tmp_path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not any((d / "DejaVuSans.ttf").exists() for d in module.FONT_DIRS):
-        pytest.skip("DejaVu Sans is not installed")
+        missing("DejaVu Sans is not installed (apt-get install -y fonts-dejavu-core)")
     for drawn in module.write_samples(tmp_path):
         with Image.open(drawn) as new, Image.open(ROOT / "media" / drawn.name) as old:
             diff = ImageChops.difference(new.convert("RGB"), old.convert("RGB"))
@@ -455,8 +454,6 @@ def test_docs_are_nfc() -> None:
         assert unicodedata.normalize("NFC", text) == text, path
 
 
-@pytest.mark.skipif(importlib.util.find_spec("flows.check") is None,
-                    reason="flows.check is not written yet")
 def test_every_guide_example_passes_check_without_warnings(tmp_path: Path) -> None:
     # Convention: each ```yaml block is a whole flows file; a block starting "# mảnh" is a
     # fragment and is skipped.

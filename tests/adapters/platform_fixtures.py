@@ -21,7 +21,7 @@ def fixtures_dir() -> Path:
     ):
         if candidate and (Path(candidate) / "signatures.json").is_file():
             return Path(candidate)
-    pytest.skip("webhook fixtures not found (set LOA_FIXTURES)")
+    pytest.fail("webhook fixtures not found (they ship in tests/fixtures; or set LOA_FIXTURES)")
 
 
 def raw(name: str) -> bytes:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import unicodedata
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,23 +21,11 @@ from adapters.telegram import (
     verify,
 )
 from flows.vocab import Channel, Choice, ConversationKey, InboundKind, Outbound
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _fixtures_dir() -> Path:
-    for candidate in (
-        os.environ.get("LOA_FIXTURES"),
-        REPO / "tests" / "fixtures",
-        REPO.parent / "shared" / "fixtures",
-    ):
-        if candidate and (Path(candidate) / "telegram_text.json").is_file():
-            return Path(candidate)
-    pytest.skip("Telegram webhook fixtures not found (set LOA_FIXTURES)")
+from tests.adapters.platform_fixtures import fixtures_dir
 
 
 def load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((_fixtures_dir() / name).read_text("utf-8"))
+    data: dict[str, Any] = json.loads((fixtures_dir() / name).read_text("utf-8"))
     return data
 
 
@@ -129,7 +115,7 @@ def test_blocked_bot_is_not_conversation_input() -> None:
 
 
 def test_adapter_parses_raw_webhook_bytes() -> None:
-    body = (_fixtures_dir() / "telegram_photo.json").read_bytes()
+    body = (fixtures_dir() / "telegram_photo.json").read_bytes()
     adapter = TelegramAdapter("tan-phu")
     (m,) = adapter.parse(body)
     assert m.kind is InboundKind.IMAGE
@@ -374,7 +360,7 @@ def test_verify_matches_the_recorded_signature_headers() -> None:
     telegram = {k: v for k, v in signatures["headers"].items() if k.startswith("telegram_")}
     assert len(telegram) == 9
     for name, headers in telegram.items():
-        body = (_fixtures_dir() / name).read_bytes()
+        body = (fixtures_dir() / name).read_bytes()
         assert adapter.verify(body, headers), name
         assert not TelegramAdapter("d", secret_token="other").verify(body, headers)
 

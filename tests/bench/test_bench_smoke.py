@@ -13,16 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import bench.engine as bench_engine
+from tests.required import missing
 
 REPO = Path(__file__).resolve().parents[2]
 
-bench_engine = pytest.importorskip("bench.engine")
-
 try:
     PEER_BENCH = bench_engine.peer_bench_dir()
-except FileNotFoundError as missing:  # a checkout without the shared peer benchmark
-    pytest.skip(str(missing), allow_module_level=True)
+except FileNotFoundError as absent:  # a checkout without the shared peer benchmark
+    missing(str(absent))
 
 
 async def test_memory_configuration_passes_the_reply_checks() -> None:

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from .conftest import MESSENGER_SECRET, TG_SECRET, TG_TOKEN, VERIFY_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,7 +97,6 @@ def test_a_deployment_without_telegram_never_imports_aiogram(tmp_path: Path) -> 
 
 
 def test_a_deployment_with_telegram_sends_through_aiogram(tmp_path: Path) -> None:
-    pytest.importorskip("aiogram")
     result = _probe(
         tmp_path,
         "      telegram: {token: $TG_TOKEN, secret_token: $TG_SECRET}",

@@ -25,6 +25,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from telegram import Bot, Update
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    TypeHandler,
+    filters,
+)
 
 from adapters.base import BadRequest, RecipientUnreachable, RetryLater
 from adapters.telegram import error_for
@@ -36,19 +46,6 @@ from tests.fakes.telegram_api import FakeTelegramApi
 from .conftest import TG_SECRET, TG_TOKEN, write_flows
 from .people import TelegramUser
 from .test_conversations import CONSENT, _converse, _records
-
-pytest.importorskip("telegram")
-
-from telegram import Bot, Update
-from telegram.ext import (
-    Application,
-    ApplicationBuilder,
-    CallbackQueryHandler,
-    CommandHandler,
-    ContextTypes,
-    TypeHandler,
-    filters,
-)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "ptb_bot.py"

@@ -23,8 +23,6 @@ KEY = ConversationKey("tan-phu", Channel.TELEGRAM, "7000000001")
 
 @pytest.fixture(params=["aiogram", "http"])
 def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "aiogram":
-        pytest.importorskip("aiogram")
     return str(request.param)
 
 
@@ -141,7 +139,6 @@ async def test_aiogram_response_class_survives_garbage_collection(
     import gc
     import weakref
 
-    pytest.importorskip("aiogram")
     from aiogram.methods.base import Response
     from aiogram.types import Message
 
@@ -163,7 +160,6 @@ async def test_replies_skip_aiogram_models_but_use_its_session(
 ) -> None:
     """The reply path posts the rendered JSON through aiogram's session: no aiogram method
     object is built for it (they were a third of a reply's CPU), uploads still are."""
-    pytest.importorskip("aiogram")
     from aiogram import methods
 
     built: list[str] = []

@@ -7,10 +7,7 @@ go to tests/artifacts/ (gitignored)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
-
-import pytest
 
 from bots.records.models import CertificateStatus, SubmissionStatus
 from tests.certificates_e2e.conftest import (
@@ -24,24 +21,14 @@ from tests.certificates_e2e.conftest import (
     register_and_submit,
     screenshot,
 )
+from tests.required import ARGS, CHROMIUM, require_chromium
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 PHONE = {"width": 360, "height": 740}
 REASON = "Ảnh bị cắt mất mã QR, bạn chụp lại cả màn hình nhé"
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing (CI must install Debian's chromium)", pytrace=False)
-    pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium", allow_module_level=True)
+require_chromium()
 
 from playwright.async_api import Page, async_playwright, expect  # noqa: E402
 

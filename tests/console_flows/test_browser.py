@@ -4,7 +4,6 @@ and no Content-Security-Policy violation. Screenshots in tests/artifacts/."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,22 +12,12 @@ import pytest
 
 from tests.console.conftest import LOGINS, PASSWORD
 from tests.console_flows.conftest import Site
+from tests.required import ARGS, CHROMIUM, require_chromium
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing (CI must install Debian's chromium)", pytrace=False)
-    pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium", allow_module_level=True)
+require_chromium()
 
 from playwright.async_api import Page, async_playwright, expect  # noqa: E402
 
@@ -160,7 +149,8 @@ async def test_a_district_admin_imports_units_in_the_browser(site: Site, tmp_pat
             await page.get_by_role("button", name="Kiểm tra và áp dụng").click()
             await expect(page.locator("section.alert.ok")).to_contain_text(
                 "Đã áp dụng danh sách mới")
-            await expect(page.locator("section.result")).to_contain_text("thêm 1, sửa 1, bỏ 1")  # tan-quy lost its area
+            # tan-quy lost its area
+            await expect(page.locator("section.result")).to_contain_text("thêm 1, sửa 1, bỏ 1")
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= await page.evaluate("window.innerWidth")
             await page.screenshot(path=str(ARTIFACTS / "units-applied.png"), full_page=True)

@@ -4,7 +4,6 @@ no request leaves 127.0.0.1. Screenshots in tests/artifacts/."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,22 +12,12 @@ from openpyxl import load_workbook
 
 from bots.reports import queries
 from tests.dashboard.conftest import LOGINS, PASSWORD, Board
+from tests.required import ARGS, CHROMIUM, require_chromium
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing (CI must install Debian's chromium)", pytrace=False)
-    pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium", allow_module_level=True)
+require_chromium()
 
 from playwright.async_api import async_playwright, expect  # noqa: E402
 

@@ -38,6 +38,7 @@ from bots.runtime import Flows, load_flows
 from bots.settings import Settings, from_env
 from flows.events import ConsentRecorded, EvidenceSaved, FieldSaved, SubmissionSubmitted
 from flows.vocab import Attachment, Channel, ConversationKey
+from tests.databases import fresh_postgres
 
 HERE = Path(__file__).parent
 REPO_ROOT = HERE.parents[1]
@@ -171,48 +172,11 @@ async def add_organisations(db: Database, flows: Flows, at: datetime) -> None:
             session.add(Organisation(slug=slug, name=name, created_at=at, updated_at=at))
 
 
-PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-
-
-def postgres_reason() -> str | None:
-    """Why PostgreSQL tests cannot run here (None: they can)."""
-    import importlib.util
-    import socket
-
-    if importlib.util.find_spec("asyncpg") is None:
-        return "asyncpg is not installed"
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            pass
-    except OSError:
-        return "no PostgreSQL on 127.0.0.1:5432"
-    return None
-
-
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
-    """A PostgreSQL database created for the test (a unique name) and dropped after it;
-    nothing else is ever dropped."""
-    import uuid
-
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    reason = postgres_reason()
-    if reason:
-        pytest.skip(reason)
-    name = f"loa_ops_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-        finally:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    """A PostgreSQL database created for the test and dropped after it (tests/databases.py)."""
+    async with fresh_postgres("loa_ops") as url:
+        yield url
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from bots.records.writer import apply
 from bots.state import open_store
 from flows.events import EvidenceSaved, FieldSaved
 from flows.vocab import Attachment, Channel, ConversationKey
+from tests.required import missing
 
 from .conftest import World, blob, file_hashes, table_dump
 
@@ -315,7 +316,7 @@ async def test_postgres_records_are_dumped_with_pg_dump(
     from bots.settings import from_env
 
     if shutil.which("pg_dump") is None:
-        pytest.skip("pg_dump is not installed")
+        missing("pg_dump is not installed (apt-get install -y postgresql-client)")
     db = await open_database(postgres_url)
     key = ConversationKey("tan-phu", Channel.WEBCHAT, "pg-person-000000000000")
     await apply(db.sessions, key, "1", [FieldSaved("ho_ten", "Người Trong Postgres")],

@@ -23,6 +23,7 @@ from bots.records.db import (
     upgrade,
 )
 from bots.records.models import Base, Organisation
+from tests.required import missing
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 TABLES = {
@@ -101,7 +102,7 @@ def test_postgres_is_covered(postgres_unavailable: str | None) -> None:
     """Reports, once, why the records tests did not also run on PostgreSQL (they do, through
     the `database_url` fixture, once a driver is installed and 127.0.0.1:5432 answers)."""
     if postgres_unavailable:
-        pytest.skip(postgres_unavailable)
+        missing(postgres_unavailable)
 
 
 async def test_sqlite_writes_lock_at_begin_and_reads_do_not(tmp_path: Path) -> None:

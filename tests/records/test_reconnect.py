@@ -16,6 +16,7 @@ from bots.records.db import Database
 from bots.records.models import ChannelIdentity
 from flows.vocab import Channel, ConversationKey
 from tests.databases import PG_ADMIN_URL, POSTGRES_UNAVAILABLE
+from tests.required import missing
 
 KEY = ConversationKey("tan-phu", Channel.TELEGRAM, "42")
 
@@ -23,7 +24,7 @@ KEY = ConversationKey("tan-phu", Channel.TELEGRAM, "42")
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_records_recover_after_postgres_drops_connections(db: Database) -> None:
     if POSTGRES_UNAVAILABLE:
-        pytest.skip(POSTGRES_UNAVAILABLE)
+        missing(POSTGRES_UNAVAILABLE)
     records = Records(db.sessions)
     first = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
     await records.touch_identity(KEY, first)
