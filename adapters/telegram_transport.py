@@ -42,6 +42,9 @@ _UPLOADS = {"sendPhoto": "photo", "sendDocument": "document"}
 # Sent with every reply: posted as the adapter rendered them (AiogramTransport._hot). Uploads of
 # local files, long polls and set-up calls go through aiogram's typed methods.
 _HOT = frozenset({"sendMessage", "sendPhoto", "sendDocument", "answerCallbackQuery"})
+# Of those, the ones that never upload: their serialised body is posted as it is, not decoded
+# and encoded again.
+_PLAIN = frozenset({"sendMessage", "answerCallbackQuery"})
 
 LocalFile = Callable[[str], Path | None]
 """`local_file(reference) -> Path | None`: the file on disk behind an outbound media reference
@@ -122,6 +125,8 @@ class AiogramTransport:
         return self._plain
 
     async def __call__(self, method: str, body: bytes) -> Mapping[str, Any]:
+        if method in _PLAIN:
+            return await (await self._hot())(method, body)
         params = orjson.loads(body)
         return await self.call(method, params if isinstance(params, dict) else {})
 
@@ -234,13 +239,13 @@ class HttpTransport:
         return "HttpTransport()"
 
     async def __call__(self, method: str, body: bytes) -> Mapping[str, Any]:
+        if method in _PLAIN:  # the body goes out as the adapter serialised it
+            return await self._post(method, body, {"Content-Type": "application/json"},
+                                    self._timeout)
         params = orjson.loads(body)
         return await self.call(method, params if isinstance(params, dict) else {})
 
     async def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        timeout = aiohttp.ClientTimeout(total=_timeout_for(method, params, self._timeout))
         path = _local(params, method, self._local_file)
         data: Any
         headers: dict[str, str] = {}
@@ -257,9 +262,19 @@ class HttpTransport:
         else:
             data = orjson.dumps(dict(params))
             headers["Content-Type"] = "application/json"
+        return await self._post(
+            method, data, headers, _timeout_for(method, params, self._timeout)
+        )
+
+    async def _post(
+        self, method: str, data: Any, headers: Mapping[str, str], timeout: float
+    ) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
         try:
             async with self._session.post(
-                self._url + method, data=data, headers=headers, timeout=timeout
+                self._url + method, data=data, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
                 status = response.status
                 raw = await response.read()
