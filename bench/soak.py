@@ -28,7 +28,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from bots.supervisor import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DELAY = 0.2  # seconds the fake Bot API takes to answer every call
@@ -71,13 +72,6 @@ def token(n: int) -> str:
 
 def secret(n: int) -> str:
     return f"soak-secret-{n:02d}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -146,7 +140,7 @@ class Soak:
         self.args = args
         self.folder = Path(tempfile.mkdtemp(prefix="loa-soak-"))
         self.prefix = f"loasoak:{os.getpid()}:{random.getrandbits(32):08x}:"
-        self.port, self.fake_port = _free_port(), _free_port()
+        self.port, self.fake_port = free_port(), free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
         self.ack: list[float] = []
         self.sent_at: dict[str, float] = {}  # text → when its webhook was sent

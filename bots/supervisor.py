@@ -57,8 +57,9 @@ def child_command(settings: Settings, port: int) -> list[str]:
     ]
 
 
-def free_port(host: str) -> int:
-    """A port the system picks, so that every child listens on the same one (port 0 asked)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free port the system picks: every child then listens on the same one (when port 0 is
+    asked); tests and the soak bench use it for the servers they start."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host if host not in ("", "0.0.0.0") else "127.0.0.1", 0))
         return int(probe.getsockname()[1])

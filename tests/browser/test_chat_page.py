@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from bots.supervisor import free_port
 from tests.required import ARGS, CHROMIUM, require_chromium
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,17 +27,10 @@ require_chromium()
 from playwright.sync_api import Page, Request, expect, sync_playwright  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """`loa serve` on a free port and a fresh data dir; stopped with SIGINT afterwards."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
     env.update(LOA_DATA_DIR=str(tmp_path / "var"), LOA_CONFIG=str(REPO / "flows.yaml"),
                PYTHONUNBUFFERED="1")

@@ -7,7 +7,6 @@ aiosmtplib and keeps every envelope it accepted. Nothing here reaches the intern
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope
 
 from bots.certificates.render import CertificateData, CertificateRenderer
+from bots.supervisor import free_port
 
 VERIFY_URL = "https://loa.example.vn/verify/CDS-2023-000123-K7Q4XM"
 
@@ -43,13 +43,6 @@ def renderer() -> Iterator[CertificateRenderer]:
     pool = CertificateRenderer(workers=1)
     yield pool
     pool.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -25,7 +25,8 @@ from bots.certificates.mail import (
     send_certificate_mail,
 )
 from bots.certificates.render import BadgeData, RenderedCertificate, render_badge
-from tests.certificates.conftest import VERIFY_URL, Mailbox, free_port
+from bots.supervisor import free_port
+from tests.certificates.conftest import VERIFY_URL, Mailbox
 
 CAMPAIGN = 'Thử thách "Công dân số" năm 2023'
 SUBJECT = "Giấy chứng nhận – Thử thách “Công dân số” năm 2023"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,19 +15,14 @@ import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+from bots.supervisor import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 FLOWS = REPO / "flows.yaml"
 LINE = re.compile(
     r"Tài khoản quản trị đầu tiên: admin / mật khẩu tạm (\S+) — đăng nhập tại "
     r"(http://127\.0\.0\.1:\d+/)admin/ và đổi mật khẩu ngay"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start(tmp_path: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:

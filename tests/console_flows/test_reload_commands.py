@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,10 @@ from pathlib import Path
 
 import orjson
 
+from bots.supervisor import free_port
 from tests.console_flows.test_reload import BROKEN, write
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _served(base: str) -> str:
@@ -41,7 +34,7 @@ def _until_served(base: str, version: str, seconds: float = 15.0) -> None:
 
 def test_loa_reload_and_sighup_switch_a_running_server(tmp_path: Path) -> None:
     config = write(tmp_path / "conf" / "flows.yaml", "Câu hai?")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
     env.update(LOA_DATA_DIR=str(tmp_path / "var"), LOA_CONFIG=str(config), LOA_PORT=str(port),
                PYTHONUNBUFFERED="1")

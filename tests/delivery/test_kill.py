@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,19 +23,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bots.supervisor import free_port
 from tests.bots.conftest import ECHO_YAML
 
 REPO = Path(__file__).resolve().parents[2]
 USERS = 20
 MESSAGES = 12  # per user, after the START
 KILL_AFTER = USERS * MESSAGES // 2  # acknowledged messages before the kill
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:
@@ -133,7 +126,7 @@ async def test_sigkill_mid_conversation_loses_nothing_and_answers_nothing_twice(
     if backend == "redis":
         env["LOA_REDIS_URL"] = request.getfixturevalue("redis_url")
         env["LOA_REDIS_PREFIX"] = request.getfixturevalue("redis_prefix")
-    server = Server(env, config, _free_port(), tmp_path / "serve.log")
+    server = Server(env, config, free_port(), tmp_path / "serve.log")
     acked: list[str] = []
     up = asyncio.Event()
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,10 @@ from pathlib import Path
 
 import orjson
 
+from bots.supervisor import free_port
+
 from .browser import metric
 from .conftest import FLOWS, REPO_ROOT, table_dump
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _post(url: str, body: dict[str, object]) -> int:
@@ -44,7 +38,7 @@ def test_backup_while_serving_restore_only_once_stopped(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
     env.update(LOA_DATA_DIR=str(data_dir), LOA_CONFIG=str(FLOWS), PYTHONUNBUFFERED="1")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as handle:
         server = subprocess.Popen(

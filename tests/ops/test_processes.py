@@ -16,8 +16,10 @@ from typing import IO
 import aiohttp
 import pytest
 
+from bots.supervisor import free_port
+
 from .conftest import REPO_ROOT
-from .test_two_processes import ECHO_YAML, _free_port, _wait_ready
+from .test_two_processes import ECHO_YAML, _wait_ready
 
 USERS = 6
 
@@ -53,7 +55,7 @@ def test_several_processes_need_redis(tmp_path: Path) -> None:
 def supervised(
     tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str
 ) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = _env(
         tmp_path, LOA_DATABASE_URL=postgres_url, LOA_REDIS_URL=redis_url,

@@ -8,7 +8,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bots.records.models import ChannelIdentity, Participant, ProcessedInbound
+from bots.supervisor import free_port
 
 from .browser import metric
 from .conftest import REPO_ROOT
@@ -46,13 +46,6 @@ flows:
 
 USERS = 8
 MESSAGES = 12
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:
@@ -100,7 +93,7 @@ def servers(
     try:
         # Both start at once: the schema migration and the organisation sync must cope.
         for n in (1, 2):
-            port = _free_port()
+            port = free_port()
             log = tmp_path / f"serve{n}.log"
             env = {**base, "LOA_DATA_DIR": str(tmp_path / f"var{n}")}
             started.append(Server(_start(env, port, log), f"http://127.0.0.1:{port}", log))
